@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     checks_max_age_days: float = Field(default=7, gt=0, description="WATCH_CHECKS stream max_age, days.")
     major_outage_below: float = Field(default=95.0, ge=0, le=100, description="Day uptime under this is 'mo'.")
     sla_window_days: int = Field(default=30, ge=1, le=366, description="Rolling window for SLA events.")
-    ops_port: int = Field(default=0, ge=0, le=65535, description="Health/metrics port, 0 = service default.")
+    ops_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Health/metrics port; unset = the service's default, 0 = any free port (tests).",
+    )
+    ops_host: str = "0.0.0.0"
     prober_buffer_size: int = Field(default=100_000, ge=1, description="Results kept while NATS is down.")
     prober_concurrency: int = Field(default=500, ge=1, description="Checks in flight at once.")
     recorder_batch_size: int = Field(default=1000, ge=1, le=100_000)
