@@ -56,7 +56,9 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     async def init(conn: asyncpg.Connection) -> None:
         import json
 
-        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(
+            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
 
     return await asyncpg.create_pool(
         dsn,
@@ -79,7 +81,10 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r["checksum"]
+            for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
         for m in load_migrations():
             if m.version in done:
                 if done[m.version] != m.checksum:
@@ -92,7 +97,9 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 await conn.execute(m.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    m.version, m.name, m.checksum,
+                    m.version,
+                    m.name,
+                    m.checksum,
                 )
             applied.append(m.version)
     finally:
@@ -112,15 +119,22 @@ async def check_schema(conn: asyncpg.Connection) -> int:
     """Raise SchemaError unless the database is at the version this build expects."""
     have, want = await schema_version(conn), expected_version()
     if have < want:
-        raise SchemaError(f"database schema is at version {have}, this build needs {want}: run `make migrate`")
+        raise SchemaError(
+            f"database schema is at version {have}, this build needs {want}: run `make migrate`"
+        )
     if have > want:
-        raise SchemaError(f"database schema is at version {have}, newer than this build ({want}): upgrade the service")
+        raise SchemaError(
+            f"database schema is at version {have}, newer than this build ({want}): "
+            "upgrade the service"
+        )
     return have
 
 
 async def ensure_partitions(conn: asyncpg.Connection, table: str, first: date, last: date) -> int:
     """Create the daily partitions of `table` for [first, last]; return how many were new."""
-    return int(await conn.fetchval("SELECT watch_ensure_partitions($1, $2, $3)", table, first, last))
+    return int(
+        await conn.fetchval("SELECT watch_ensure_partitions($1, $2, $3)", table, first, last)
+    )
 
 
 async def drop_partitions_before(conn: asyncpg.Connection, table: str, before: date) -> int:

@@ -18,7 +18,12 @@ class OpsServer:
     """
 
     def __init__(
-        self, *, service: str, host: str, port: int, ready: ReadyCheck,
+        self,
+        *,
+        service: str,
+        host: str,
+        port: int,
+        ready: ReadyCheck,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
         self.service, self.host, self.port = service, host, port

@@ -14,7 +14,9 @@ def uptime_percent(successful: int, total: int) -> float | None:
     return 100.0 * successful / total
 
 
-def day_status(successful: int, total: int, sla_target: float, major_outage_below: float) -> DayStatus:
+def day_status(
+    successful: int, total: int, sla_target: float, major_outage_below: float
+) -> DayStatus:
     """`nd` no calls; `o` uptime >= SLA target; `po` >= major_outage_below; `mo` below that."""
     uptime = uptime_percent(successful, total)
     if uptime is None:

@@ -21,10 +21,16 @@ class Settings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/watch",
         description="PostgreSQL DSN (asyncpg form).",
     )
-    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated."
+    )
     log_level: LogLevel = "info"
-    sla_target: float = Field(default=99.9, gt=0, le=100, description="Default SLA target in percent.")
-    request_timeout: int = Field(default=10000, gt=0, le=600_000, description="HTTP check timeout, ms.")
+    sla_target: float = Field(
+        default=99.9, gt=0, le=100, description="Default SLA target in percent."
+    )
+    request_timeout: int = Field(
+        default=10000, gt=0, le=600_000, description="HTTP check timeout, ms."
+    )
     services_file: str = "services.yaml"
     api_port: int = Field(default=3008, ge=0, le=65535, description="0 = any free port (tests).")
     api_host: str = "0.0.0.0"
@@ -32,19 +38,31 @@ class Settings(BaseSettings):
     region: str = Field(default="local", min_length=1, max_length=64)
     prober_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     retention_days: int = Field(default=30, ge=1, le=3650, description="Raw results kept, days.")
-    checks_max_age_days: float = Field(default=7, gt=0, description="WATCH_CHECKS stream max_age, days.")
-    major_outage_below: float = Field(default=95.0, ge=0, le=100, description="Day uptime under this is 'mo'.")
-    sla_window_days: int = Field(default=30, ge=1, le=366, description="Rolling window for SLA events.")
+    checks_max_age_days: float = Field(
+        default=7, gt=0, description="WATCH_CHECKS stream max_age, days."
+    )
+    major_outage_below: float = Field(
+        default=95.0, ge=0, le=100, description="Day uptime under this is 'mo'."
+    )
+    sla_window_days: int = Field(
+        default=30, ge=1, le=366, description="Rolling window for SLA events."
+    )
     ops_port: int | None = Field(
-        default=None, ge=0, le=65535,
-        description="Health/metrics port; unset = the service's default, 0 = any free port (tests).",
+        default=None,
+        ge=0,
+        le=65535,
+        description="Health/metrics port; unset = service default, 0 = any free port (tests).",
     )
     ops_host: str = "0.0.0.0"
-    prober_buffer_size: int = Field(default=100_000, ge=1, description="Results kept while NATS is down.")
+    prober_buffer_size: int = Field(
+        default=100_000, ge=1, description="Results kept while NATS is down."
+    )
     prober_concurrency: int = Field(default=500, ge=1, description="Checks in flight at once.")
     recorder_batch_size: int = Field(default=1000, ge=1, le=100_000)
     aggregator_batch_size: int = Field(default=1000, ge=1, le=100_000)
-    stale_cache_seconds: int = Field(default=86_400, ge=0, description="How old a stale answer may be.")
+    stale_cache_seconds: int = Field(
+        default=86_400, ge=0, description="How old a stale answer may be."
+    )
 
     @model_validator(mode="after")
     def _raw_outlives_stream(self) -> Settings:

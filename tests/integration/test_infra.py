@@ -22,8 +22,14 @@ async def test_migrations_apply_once_and_check(empty_db_url: str) -> None:
         assert await db.migrate(conn) == []
         assert await db.check_schema(conn) == db.expected_version()
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
-        for t in ("services", "watch_server_logs", "api_response_times", "api_call_logs",
-                  "uptime_records", "api_call_logs_hourly"):
+        for t in (
+            "services",
+            "watch_server_logs",
+            "api_response_times",
+            "api_call_logs",
+            "uptime_records",
+            "api_call_logs_hourly",
+        ):
             assert t in tables or await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", t)
     finally:
         await conn.close()
@@ -32,8 +38,18 @@ async def test_migrations_apply_once_and_check(empty_db_url: str) -> None:
 async def test_partitions_created_and_dropped(db_url: str) -> None:
     conn = await asyncpg.connect(db_url)
     try:
-        assert await db.ensure_partitions(conn, "watch_server_logs", date(2026, 1, 1), date(2026, 1, 10)) == 10
-        assert await db.ensure_partitions(conn, "watch_server_logs", date(2026, 1, 1), date(2026, 1, 10)) == 0
+        assert (
+            await db.ensure_partitions(
+                conn, "watch_server_logs", date(2026, 1, 1), date(2026, 1, 10)
+            )
+            == 10
+        )
+        assert (
+            await db.ensure_partitions(
+                conn, "watch_server_logs", date(2026, 1, 1), date(2026, 1, 10)
+            )
+            == 0
+        )
         assert await db.drop_partitions_before(conn, "watch_server_logs", date(2026, 1, 5)) == 4
         names = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
