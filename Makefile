@@ -38,7 +38,7 @@ migrate: install
 	$(BIN)/python -m deploy.local.run --migrate-only
 
 asyncapi: install
-	$(BIN)/python -m shared.asyncapi > docs/asyncapi.json
+	$(BIN)/python -m deploy.asyncapi
 
 clean:
 	rm -rf .data watch-server.log .pytest_cache .mypy_cache .ruff_cache
