@@ -3,6 +3,8 @@ same way `make run` starts them (deploy/local/embedded.py), on throwaway ports a
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,14 +45,18 @@ class Infra:
 
 
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+def infra() -> Iterator[Infra]:
     """Real PostgreSQL and NATS (JetStream) for the whole session."""
-    infra = Infra(tmp_path_factory.mktemp("infra"))
-    infra.start()
+    # Not under pytest's basetemp: pytest resets it to mode 0700 (the embedded PostgreSQL
+    # runs as another user when we are root) and prunes old ones while other runs use them.
+    root = Path(tempfile.mkdtemp(prefix="watch-test-infra-"))
+    infra = Infra(root)
     try:
+        infra.start()
         yield infra
     finally:
         infra.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

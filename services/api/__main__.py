@@ -1,0 +1,5 @@
+"""`python -m services.api` starts the HTTP API."""
+
+from services.api.main import main
+
+main()

@@ -1,0 +1,330 @@
+"""Reading the rollups: the `MetricsStore` protocol and its PostgreSQL implementation.
+
+Errors: `DatabaseUnavailable` (connection refused or lost, a timeout, or a schema this build
+cannot read). Handlers turn it into a stale answer or a 503; nothing else escapes as I/O error.
+The api never writes: every statement here is a SELECT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from services.api.metrics import DayRecord, Rollup
+from shared.db import SchemaError, check_schema, create_pool
+from shared.logs import get_log
+
+log = get_log(__name__)
+
+ACQUIRE_TIMEOUT = 2.0  # seconds: a database that does not answer is reported quickly
+QUERY_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 3.0
+CLOSE_TIMEOUT = 5.0
+RECONNECT_COOLDOWN = 1.0  # between failed pool creations, requests fail fast instead of waiting
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    *_UNAVAILABLE,
+    asyncpg.PostgresError,
+    SchemaError,
+)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot answer right now."""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A catalog entry as the recorder registered it."""
+
+    id: str
+    name: str
+    active: bool
+    sla_target: float
+    interval_seconds: float
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A catalog service with the last check the aggregator counted."""
+
+    service_id: str
+    name: str
+    active: bool
+    last_status: str | None
+    last_check_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ProberSeen:
+    """A prober and the newest recorded check it ran."""
+
+    prober_id: str
+    region: str
+    last_check_at: datetime
+
+
+class MetricsStore(Protocol):
+    """What the handlers read; raises DatabaseUnavailable when it cannot answer."""
+
+    async def ping(self) -> bool:
+        """True when the database answers right now (never raises)."""
+        ...
+
+    async def get_service(self, service_id: str) -> ServiceInfo | None:
+        """One catalog service (active or not), None when unknown."""
+        ...
+
+    async def list_services(self, *, active_only: bool) -> list[ServiceInfo]:
+        """Catalog services ordered by id."""
+        ...
+
+    async def daily_rollups(
+        self, service_ids: Sequence[str], start: date, end: date
+    ) -> dict[str, list[Rollup]]:
+        """api_call_logs rows per service for the days [start, end]."""
+        ...
+
+    async def hourly_rollups(
+        self, service_id: str, start: datetime, end: datetime
+    ) -> dict[datetime, Rollup]:
+        """api_call_logs_hourly rows by hour for [start, end)."""
+        ...
+
+    async def day_records(self, service_id: str, start: date, end: date) -> dict[date, DayRecord]:
+        """uptime_records rows by day for [start, end]."""
+        ...
+
+    async def service_states(self) -> list[ServiceState]:
+        """Every catalog service with its last counted check."""
+        ...
+
+    async def probers_seen(self, since: datetime) -> list[ProberSeen]:
+        """Probers with a recorded check since `since`, newest check each."""
+        ...
+
+
+_ROLLUP_COLUMNS = """total_checks, up_checks, degraded_checks, down_checks, total_requests,
+    successful_requests, failed_requests, within_threshold, timed_requests,
+    sum_response_time_ms, min_response_time_ms, max_response_time_ms, errors, latency_hist"""
+
+
+def _rollup(row: asyncpg.Record) -> Rollup:
+    return Rollup(
+        total_checks=row["total_checks"],
+        up_checks=row["up_checks"],
+        degraded_checks=row["degraded_checks"],
+        down_checks=row["down_checks"],
+        total_requests=row["total_requests"],
+        successful_requests=row["successful_requests"],
+        failed_requests=row["failed_requests"],
+        within_threshold=row["within_threshold"],
+        timed_requests=row["timed_requests"],
+        sum_response_time_ms=row["sum_response_time_ms"],
+        min_response_time_ms=row["min_response_time_ms"],
+        max_response_time_ms=row["max_response_time_ms"],
+        errors=row["errors"] or {},
+        latency_hist=row["latency_hist"] or {},
+    )
+
+
+def _service(row: asyncpg.Record) -> ServiceInfo:
+    return ServiceInfo(
+        id=row["id"],
+        name=row["name"],
+        active=row["active"],
+        sla_target=row["sla_target"],
+        interval_seconds=row["interval_seconds"],
+    )
+
+
+class PostgresStore:
+    """MetricsStore over PostgreSQL; connects lazily and survives the database going away."""
+
+    def __init__(self, *, dsn: str, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+        self._failed_at = 0.0
+        self._last_error = "not connected yet"
+
+    async def start(self) -> None:
+        """Try to connect once; a database that is down now is retried on the next request."""
+        try:
+            await self._get_pool()
+        except DatabaseUnavailable as exc:
+            log.warning("database_unavailable_at_start", reason=str(exc))
+
+    async def close(self) -> None:
+        """Close the pool."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()  # a database that went away must not hold up shutdown
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is not None:
+                return self._pool
+            if time.monotonic() - self._failed_at < RECONNECT_COOLDOWN:
+                raise DatabaseUnavailable(self._last_error)
+            pool = None
+            try:
+                pool = await asyncio.wait_for(
+                    create_pool(self._dsn, min_size=1, max_size=self._max_size), CONNECT_TIMEOUT
+                )
+                async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                    version = await check_schema(conn)  # type: ignore[arg-type]
+            # Any server error here (e.g. the database not created yet) means "not usable yet".
+            except _CONNECT_FAILURES as exc:
+                if pool is not None:
+                    pool.terminate()
+                self._failed_at = time.monotonic()
+                self._last_error = _describe(exc)
+                raise DatabaseUnavailable(self._last_error) from exc
+            log.info("database_connected", schema_version=version)
+            self._pool = pool
+            return pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            yield conn
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        # One retry: after a restart, a pooled connection fails once before it is replaced.
+        for attempt in (1, 2):
+            try:
+                async with self._connection() as conn:
+                    return await conn.fetch(sql, *args, timeout=QUERY_TIMEOUT)
+            except DatabaseUnavailable:
+                raise
+            except _UNAVAILABLE as exc:
+                if attempt == 2 or isinstance(exc, TimeoutError):
+                    raise DatabaseUnavailable(_describe(exc)) from exc
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> bool:
+        try:
+            await self._fetch("SELECT 1")
+        except DatabaseUnavailable:
+            return False
+        return True
+
+    async def get_service(self, service_id: str) -> ServiceInfo | None:
+        rows = await self._fetch(
+            "SELECT id, name, active, sla_target, interval_seconds FROM services WHERE id = $1",
+            service_id,
+        )
+        return _service(rows[0]) if rows else None
+
+    async def list_services(self, *, active_only: bool) -> list[ServiceInfo]:
+        rows = await self._fetch(
+            "SELECT id, name, active, sla_target, interval_seconds FROM services "
+            "WHERE active OR NOT $1 ORDER BY id",
+            active_only,
+        )
+        return [_service(r) for r in rows]
+
+    async def daily_rollups(
+        self, service_ids: Sequence[str], start: date, end: date
+    ) -> dict[str, list[Rollup]]:
+        rows = await self._fetch(
+            f"SELECT service_id, {_ROLLUP_COLUMNS} FROM api_call_logs "
+            "WHERE service_id = ANY($1::text[]) AND day BETWEEN $2 AND $3",
+            list(service_ids),
+            start,
+            end,
+        )
+        out: dict[str, list[Rollup]] = {sid: [] for sid in service_ids}
+        for row in rows:
+            out.setdefault(row["service_id"], []).append(_rollup(row))
+        return out
+
+    async def hourly_rollups(
+        self, service_id: str, start: datetime, end: datetime
+    ) -> dict[datetime, Rollup]:
+        rows = await self._fetch(
+            f"SELECT hour, {_ROLLUP_COLUMNS} FROM api_call_logs_hourly "
+            "WHERE service_id = $1 AND hour >= $2 AND hour < $3",
+            service_id,
+            start,
+            end,
+        )
+        return {row["hour"]: _rollup(row) for row in rows}
+
+    async def day_records(self, service_id: str, start: date, end: date) -> dict[date, DayRecord]:
+        rows = await self._fetch(
+            "SELECT day, status, uptime FROM uptime_records "
+            "WHERE service_id = $1 AND day BETWEEN $2 AND $3",
+            service_id,
+            start,
+            end,
+        )
+        return {
+            r["day"]: DayRecord(day=r["day"], status=r["status"], uptime=r["uptime"]) for r in rows
+        }
+
+    async def service_states(self) -> list[ServiceState]:
+        rows = await self._fetch(
+            "SELECT s.id, s.name, s.active, st.last_status, st.last_started_at "
+            "FROM services s LEFT JOIN service_state st ON st.service_id = s.id ORDER BY s.id"
+        )
+        return [
+            ServiceState(
+                service_id=r["id"],
+                name=r["name"],
+                active=r["active"],
+                last_status=r["last_status"],
+                last_check_at=r["last_started_at"],
+            )
+            for r in rows
+        ]
+
+    async def probers_seen(self, since: datetime) -> list[ProberSeen]:
+        # Bounded by time so only the newest partitions are scanned.
+        rows = await self._fetch(
+            "SELECT prober_id, region, max(started_at) AS last_check_at FROM watch_server_logs "
+            "WHERE started_at >= $1 GROUP BY prober_id, region ORDER BY prober_id, region",
+            since,
+        )
+        return [
+            ProberSeen(
+                prober_id=r["prober_id"], region=r["region"], last_check_at=r["last_check_at"]
+            )
+            for r in rows
+        ]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SchemaError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "the database did not answer in time"
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _UNAVAILABLE):
+        return f"PostgreSQL refused the connection ({type(exc).__name__})"
+    # The class name only: driver messages can carry host names and ports.
+    return f"cannot reach PostgreSQL ({type(exc).__name__})"

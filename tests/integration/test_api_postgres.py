@@ -1,0 +1,465 @@
+"""The api against real PostgreSQL: every endpoint's numbers from rollup rows the test
+inserts, and what it answers while PostgreSQL is stopped."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.api.main import ApiServer
+from shared import histogram
+from shared.db import ensure_partitions
+from shared.settings import Settings
+from tests.polling import eventually
+
+NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+TODAY = NOW.date()
+HOUR = NOW.replace(minute=0)
+
+
+@asynccontextmanager
+async def running_api(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The api on a loopback port with a fixed clock, and a client for it."""
+    server = ApiServer(
+        settings=settings.model_copy(update={"api_host": "127.0.0.1", **kwargs}),
+        clock=lambda: NOW,
+    )
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            yield client
+    finally:
+        await server.stop()
+
+
+def hist_of(values: list[float]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        histogram.add(out, v)
+    return out
+
+
+async def insert(conn: asyncpg.Connection, table: str, **cols: Any) -> None:
+    names = list(cols)
+    values = [json.dumps(v) if isinstance(v, dict) else v for v in cols.values()]
+    marks = ", ".join(f"${i + 1}" for i in range(len(names)))
+    await conn.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", *values)
+
+
+async def add_service(conn: asyncpg.Connection, sid: str, sla: float, active: bool = True) -> None:
+    await insert(
+        conn,
+        "services",
+        id=sid,
+        name=sid.upper(),
+        active=active,
+        interval_seconds=30.0,
+        timeout_ms=10000,
+        sla_target=sla,
+        defined_at=NOW,
+    )
+
+
+def rollup(**cols: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "total_checks": 0,
+        "up_checks": 0,
+        "degraded_checks": 0,
+        "down_checks": 0,
+        "total_requests": 0,
+        "successful_requests": 0,
+        "failed_requests": 0,
+        "within_threshold": 0,
+        "timed_requests": 0,
+        "sum_response_time_ms": 0.0,
+        "min_response_time_ms": None,
+        "max_response_time_ms": None,
+        "errors": {},
+        "latency_hist": {},
+    }
+    base.update(cols)
+    return base
+
+
+@pytest.fixture
+async def seeded(db_url: str) -> str:
+    """svc-a (target 99) with three days and two hours of rollups, svc-b with 1..100 ms,
+    a retired service, the aggregator's state and raw rows from two probers."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_service(conn, "svc-a", 99.0)
+        await add_service(conn, "svc-b", 99.9)
+        await add_service(conn, "gone", 99.9, active=False)
+        day = "api_call_logs"
+        await insert(
+            conn,
+            day,
+            service_id="svc-a",
+            day=TODAY,
+            **rollup(
+                total_checks=100,
+                up_checks=90,
+                degraded_checks=5,
+                down_checks=5,
+                total_requests=200,
+                successful_requests=190,
+                failed_requests=10,
+                within_threshold=180,
+                timed_requests=195,
+                sum_response_time_ms=19500.0,
+                min_response_time_ms=10.0,
+                max_response_time_ms=900.0,
+                errors={"timeout": 5, "http_status": 5},
+                latency_hist=hist_of([100.0] * 195),
+            ),
+        )
+        await insert(
+            conn,
+            day,
+            service_id="svc-a",
+            day=TODAY - timedelta(days=1),
+            **rollup(
+                total_checks=100,
+                up_checks=100,
+                total_requests=200,
+                successful_requests=200,
+                within_threshold=200,
+                timed_requests=200,
+                sum_response_time_ms=10000.0,
+                min_response_time_ms=20.0,
+                max_response_time_ms=80.0,
+                latency_hist=hist_of([50.0] * 200),
+            ),
+        )
+        await insert(
+            conn,
+            day,
+            service_id="svc-a",
+            day=TODAY - timedelta(days=10),
+            **rollup(
+                total_checks=50,
+                down_checks=50,
+                total_requests=100,
+                successful_requests=50,
+                failed_requests=50,
+                within_threshold=50,
+                timed_requests=100,
+                sum_response_time_ms=5000.0,
+                min_response_time_ms=50.0,
+                max_response_time_ms=50.0,
+                errors={"connection": 50},
+                latency_hist=hist_of([50.0] * 100),
+            ),
+        )
+        values = [float(v) for v in range(1, 101)]
+        await insert(
+            conn,
+            day,
+            service_id="svc-b",
+            day=TODAY,
+            **rollup(
+                total_checks=100,
+                up_checks=100,
+                total_requests=100,
+                successful_requests=100,
+                within_threshold=100,
+                timed_requests=100,
+                sum_response_time_ms=sum(values),
+                min_response_time_ms=1.0,
+                max_response_time_ms=100.0,
+                latency_hist=hist_of(values),
+            ),
+        )
+        hourly = "api_call_logs_hourly"
+        await insert(
+            conn,
+            hourly,
+            service_id="svc-a",
+            hour=HOUR,
+            **rollup(
+                total_requests=20,
+                successful_requests=19,
+                failed_requests=1,
+                timed_requests=20,
+                sum_response_time_ms=2000.0,
+                min_response_time_ms=100.0,
+                max_response_time_ms=100.0,
+                latency_hist=hist_of([100.0] * 20),
+            ),
+        )
+        await insert(
+            conn,
+            hourly,
+            service_id="svc-a",
+            hour=HOUR - timedelta(hours=2),
+            **rollup(
+                total_requests=10,
+                successful_requests=10,
+                timed_requests=10,
+                sum_response_time_ms=500.0,
+                min_response_time_ms=50.0,
+                max_response_time_ms=50.0,
+                latency_hist=hist_of([50.0] * 10),
+            ),
+        )
+        await insert(
+            conn,
+            hourly,
+            service_id="svc-a",
+            hour=HOUR - timedelta(hours=5),
+            **rollup(total_requests=7, successful_requests=7),
+        )
+        for offset, status, uptime, total, ok in (
+            (0, "po", 95.0, 200, 190),
+            (1, "o", 100.0, 200, 200),
+            (10, "mo", 50.0, 100, 50),
+        ):
+            await insert(
+                conn,
+                "uptime_records",
+                service_id="svc-a",
+                day=TODAY - timedelta(days=offset),
+                status=status,
+                uptime=uptime,
+                total_requests=total,
+                successful_requests=ok,
+                sla_target=99.0,
+            )
+        await insert(
+            conn,
+            "service_state",
+            service_id="svc-a",
+            last_status="down",
+            last_started_at=NOW - timedelta(seconds=10),
+        )
+        await ensure_partitions(conn, "watch_server_logs", TODAY - timedelta(days=3), TODAY)
+        for prober, region, ago in (
+            ("p-eu", "eu", 30),
+            ("p-eu", "eu", 20),
+            ("p-us", "us", 50),
+            ("p-old", "eu", 2 * 86400),
+        ):
+            await conn.execute(
+                "INSERT INTO watch_server_logs (check_id, started_at, service_id, status, "
+                "response_time_ms, endpoint_count, failed_count, region, prober_id, trigger) "
+                "VALUES (gen_random_uuid(), $1, 'svc-a', 'up', 10, 1, 0, $2, $3, 'scheduled')",
+                NOW - timedelta(seconds=ago),
+                region,
+                prober,
+            )
+    finally:
+        await conn.close()
+    return db_url
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def iso(d: date) -> str:
+    return d.isoformat()
+
+
+async def test_metrics_numbers_from_the_rollups(seeded: str, settings: Settings) -> None:
+    async with running_api(settings) as api:
+        r = await api.get("/api/metrics/svc-a", params={"days": 7})
+        assert r.status_code == 200, r.text
+        m = r.json()
+        assert m["period"] == {
+            "days": 7,
+            "start": iso(TODAY - timedelta(days=6)),
+            "end": iso(TODAY),
+        }
+        # today + yesterday; the day 10 days ago is outside the window
+        assert (m["totalRequests"], m["successfulRequests"], m["failedRequests"]) == (400, 390, 10)
+        assert (m["totalChecks"], m["degradedChecks"]) == (200, 5)
+        assert m["uptime"] == 97.5
+        assert m["errorRate"] == 2.5
+        assert m["avgResponseTime"] == 74.7  # 29500 ms / 395 timed calls = 74.68
+        assert (m["minResponseTime"], m["maxResponseTime"]) == (10.0, 900.0)
+        # 195 calls at 100 ms and 200 at 50 ms: p50 (rank 197) is 50 ms, p90 is 100 ms
+        assert m["p50ResponseTime"] == pytest.approx(50.0, rel=0.01)
+        assert m["p90ResponseTime"] == pytest.approx(100.0, rel=0.01)
+        assert m["errorsByType"]["timeout"] == 5 and m["errorsByType"]["http_status"] == 5
+        assert m["stale"] is False
+
+        m30 = (await api.get("/api/metrics/svc-a", params={"days": 30})).json()
+        assert (m30["totalRequests"], m30["successfulRequests"]) == (500, 440)
+        assert (m30["uptime"], m30["errorRate"]) == (88.0, 12.0)
+        assert m30["avgResponseTime"] == 69.7  # 34500 / 495
+        assert m30["errorsByType"]["connection"] == 50
+
+        b = (await api.get("/api/metrics/svc-b")).json()
+        assert b["period"]["days"] == 30
+        assert (b["uptime"], b["avgResponseTime"]) == (100.0, 50.5)
+        for key, want in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
+            assert b[f"{key}ResponseTime"] == pytest.approx(want, rel=0.011), key
+
+        listing = (await api.get("/api/metrics", params={"days": 7})).json()
+        assert listing["period"]["days"] == 7
+        assert [s["serviceId"] for s in listing["services"]] == ["svc-a", "svc-b"]
+        assert listing["services"][0]["totalRequests"] == 400
+
+        retired = await api.get("/api/metrics/gone")
+        assert retired.status_code == 200 and retired.json()["uptime"] is None
+        missing = await api.get("/api/metrics/nope")
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "not_found", "message": "unknown service 'nope'"}
+        bad = await api.get("/api/metrics/svc-a", params={"days": "abc"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["got"] == "abc"
+
+
+async def test_sla_trend_uptime_and_status(seeded: str, settings: Settings) -> None:
+    async with running_api(settings) as api:
+        s7 = (await api.get("/api/sla/svc-a", params={"days": 7})).json()
+        assert s7["slaTarget"] == 99.0
+        assert s7["currentSLA"] == 97.5
+        assert s7["breaches"] == 1  # today is po; yesterday o
+        assert s7["responseTimeSLA"] == 95.0  # 380 / 400
+        assert s7["isBreached"] is True
+        assert s7["errorBudget"] == {
+            "allowedFailures": 4.0,
+            "usedFailures": 10,
+            "remainingFailures": -6.0,
+            "remainingPercent": -150.0,
+        }
+        s30 = (await api.get("/api/sla/svc-a")).json()
+        assert (s30["breaches"], s30["currentSLA"]) == (2, 88.0)
+        assert s30["errorBudget"]["allowedFailures"] == 5.0
+        b = (await api.get("/api/sla/svc-b")).json()
+        assert (b["currentSLA"], b["isBreached"], b["breaches"]) == (100.0, False, 0)
+        assert b["errorBudget"]["remainingPercent"] == 100.0
+
+        trend = (await api.get("/api/metrics/svc-a/trend", params={"hours": 3})).json()
+        assert [at(p["hour"]) for p in trend["points"]] == [
+            HOUR - timedelta(hours=2),
+            HOUR - timedelta(hours=1),
+            HOUR,
+        ]
+        assert [
+            (p["requests"], p["uptime"], p["avgResponseTime"], p["p95ResponseTime"])
+            for p in trend["points"]
+        ] == [(10, 100.0, 50.0, 50.0), (0, None, None, None), (20, 95.0, 100.0, 100.0)]
+        assert len((await api.get("/api/metrics/svc-a/trend")).json()["points"]) == 24
+
+        days = (await api.get("/api/uptime/svc-a", params={"days": 12})).json()["days"]
+        assert len(days) == 12
+        assert days[0] == {"date": iso(TODAY - timedelta(days=11)), "status": "nd", "uptime": None}
+        assert days[1] == {"date": iso(TODAY - timedelta(days=10)), "status": "mo", "uptime": 50.0}
+        assert days[-2:] == [
+            {"date": iso(TODAY - timedelta(days=1)), "status": "o", "uptime": 100.0},
+            {"date": iso(TODAY), "status": "po", "uptime": 95.0},
+        ]
+        assert [d["status"] for d in days].count("nd") == 9
+        assert len((await api.get("/api/uptime/svc-a")).json()["days"]) == 90
+
+        status = (await api.get("/api/status")).json()
+        by_id = {s["serviceId"]: s for s in status["services"]}
+        assert set(by_id) == {"svc-a", "svc-b", "gone"}
+        assert by_id["svc-a"]["lastStatus"] == "down"
+        assert at(by_id["svc-a"]["lastCheckAt"]) == NOW - timedelta(seconds=10)
+        assert by_id["svc-b"]["lastCheckAt"] is None and by_id["gone"]["active"] is False
+        probers = {(p["proberId"], p["region"]): at(p["lastCheckAt"]) for p in status["probers"]}
+        assert probers == {
+            ("p-eu", "eu"): NOW - timedelta(seconds=20),
+            ("p-us", "us"): NOW - timedelta(seconds=50),
+        }
+
+        health = (await api.get("/health")).json()
+        assert health["database"] == "up" and health["version"]
+
+
+def ensure_running(infra: Any) -> None:
+    """Start the session's PostgreSQL again unless it already runs."""
+    if infra.pg.proc is None or infra.pg.proc.poll() is not None:
+        infra.pg.start()
+
+
+async def timed_get(api: httpx.AsyncClient, url: str) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    r = await api.get(url)
+    return r, time.monotonic() - started
+
+
+async def test_stale_answers_while_postgres_is_stopped(
+    infra: Any, seeded: str, settings: Settings
+) -> None:
+    async with running_api(settings) as api:
+        await eventually(
+            lambda: api.get("/health"),
+            until=lambda r: r.json()["nats"] == "up",
+            what="the api connected to NATS",
+        )
+        fresh = (await api.get("/api/sla/svc-a?days=7")).json()
+        fresh_metrics = (await api.get("/api/metrics/svc-a?days=7")).json()
+        infra.pg.stop()
+        try:
+            r, took = await timed_get(api, "/api/sla/svc-a?days=7")
+            assert r.status_code == 200
+            assert r.json() == {**fresh, "stale": True}
+            assert took < 5, "a stopped database must be noticed quickly"
+            again = (await api.get("/api/metrics/svc-a?days=7")).json()
+            assert again == {**fresh_metrics, "stale": True}
+            assert again["computedAt"] == fresh_metrics["computedAt"]
+
+            never, took = await timed_get(api, "/api/metrics/svc-a?days=8")
+            assert never.status_code == 503
+            assert never.json()["error"] == "database_unavailable"
+            assert took < 5
+
+            health = await api.get("/health")
+            assert health.status_code == 200
+            assert health.json() | {"version": ""} == {
+                "status": "degraded",
+                "database": "down",
+                "nats": "up",
+                "version": "",
+            }
+            assert (await api.get("/readyz")).status_code == 200  # it can replay answers
+        finally:
+            ensure_running(infra)
+        back = await eventually(
+            lambda: api.get("/api/metrics/svc-a?days=8"),
+            until=lambda r: r.status_code == 200,
+            what="fresh answers after PostgreSQL restarted",
+        )
+        assert back.json()["stale"] is False and back.json()["totalRequests"] == 400
+        assert (await api.get("/health")).json()["status"] == "ok"
+
+
+async def test_starts_while_postgres_is_down_and_connects_later(
+    infra: Any, seeded: str, settings: Settings
+) -> None:
+    infra.pg.stop()
+    try:
+        async with running_api(settings) as api:
+            health = await api.get("/health")
+            assert health.status_code == 200 and health.json()["database"] == "down"
+            r = await api.get("/api/metrics/svc-a")
+            assert r.status_code == 503 and r.json()["error"] == "database_unavailable"
+            assert (await api.get("/readyz")).status_code == 503
+            ensure_running(infra)
+            ok = await eventually(
+                lambda: api.get("/api/metrics/svc-a"),
+                until=lambda r: r.status_code == 200,
+                what="metrics",
+            )
+            assert ok.json()["totalRequests"] == 500
+    finally:
+        ensure_running(infra)
+
+
+async def test_unmigrated_database_is_a_clear_503(empty_db_url: str, settings: Settings) -> None:
+    async with running_api(settings, database_url=empty_db_url) as api:
+        r = await api.get("/api/uptime/svc-a")
+        assert r.status_code == 503
+        assert "make migrate" in r.json()["message"]
+        assert (await api.get("/health")).json()["database"] == "down"

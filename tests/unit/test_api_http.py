@@ -1,0 +1,339 @@
+"""The api's HTTP layer with an in-memory store: bodies of 200/401/404/422/503, stale replay."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+
+import httpx
+import pytest
+
+from services.api.app import create_app
+from services.api.metrics import DayRecord, Rollup
+from services.api.store import DatabaseUnavailable, ProberSeen, ServiceInfo, ServiceState
+from shared import histogram
+from shared.settings import Settings
+
+NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
+TODAY = NOW.date()
+
+
+class FakeStore:
+    """MetricsStore in memory; `down = True` makes every read fail like a stopped database."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.services = {
+            "svc-a": ServiceInfo("svc-a", "Service A", True, 99.0, 30.0),
+            "old": ServiceInfo("old", "Retired", False, 99.9, 30.0),
+        }
+        self.daily: dict[tuple[str, date], Rollup] = {}
+        self.hourly: dict[tuple[str, datetime], Rollup] = {}
+        self.records: dict[tuple[str, date], DayRecord] = {}
+
+    def _check(self) -> None:
+        if self.down:
+            raise DatabaseUnavailable("cannot reach PostgreSQL (ConnectionRefusedError)")
+
+    async def ping(self) -> bool:
+        return not self.down
+
+    async def get_service(self, service_id: str) -> ServiceInfo | None:
+        self._check()
+        return self.services.get(service_id)
+
+    async def list_services(self, *, active_only: bool) -> list[ServiceInfo]:
+        self._check()
+        return [s for _, s in sorted(self.services.items()) if s.active or not active_only]
+
+    async def daily_rollups(
+        self, service_ids: Sequence[str], start: date, end: date
+    ) -> dict[str, list[Rollup]]:
+        self._check()
+        return {
+            sid: [r for (s, d), r in self.daily.items() if s == sid and start <= d <= end]
+            for sid in service_ids
+        }
+
+    async def hourly_rollups(
+        self, service_id: str, start: datetime, end: datetime
+    ) -> dict[datetime, Rollup]:
+        self._check()
+        return {h: r for (s, h), r in self.hourly.items() if s == service_id and start <= h < end}
+
+    async def day_records(self, service_id: str, start: date, end: date) -> dict[date, DayRecord]:
+        self._check()
+        return {d: r for (s, d), r in self.records.items() if s == service_id and start <= d <= end}
+
+    async def service_states(self) -> list[ServiceState]:
+        self._check()
+        return [ServiceState("svc-a", "Service A", True, "down", NOW - timedelta(seconds=5))]
+
+    async def probers_seen(self, since: datetime) -> list[ProberSeen]:
+        self._check()
+        return [ProberSeen("p-1", "eu", NOW - timedelta(seconds=5))]
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    s = FakeStore()
+    s.daily[("svc-a", TODAY)] = Rollup(
+        total_checks=10,
+        degraded_checks=1,
+        total_requests=10,
+        successful_requests=9,
+        failed_requests=1,
+        within_threshold=8,
+        timed_requests=10,
+        sum_response_time_ms=1000.0,
+        min_response_time_ms=50.0,
+        max_response_time_ms=200.0,
+        errors={"timeout": 1},
+    )
+    s.daily[("svc-a", TODAY - timedelta(days=40))] = Rollup(total_requests=5, failed_requests=5)
+    s.records[("svc-a", TODAY)] = DayRecord(TODAY, "mo", 90.0)
+    s.hourly[("svc-a", NOW.replace(minute=0))] = Rollup(
+        total_requests=4,
+        successful_requests=3,
+        failed_requests=1,
+        timed_requests=4,
+        sum_response_time_ms=400.0,
+        min_response_time_ms=100.0,
+        max_response_time_ms=100.0,
+        latency_hist={str(histogram.bucket_of(100.0)): 4},
+    )
+    return s
+
+
+def make_client(store: FakeStore, **settings: object) -> httpx.AsyncClient:
+    app = create_app(
+        settings=Settings(nats_url="nats://127.0.0.1:1", **settings),  # type: ignore[arg-type]
+        store=store,
+        clock=lambda: NOW,
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+@pytest.fixture
+async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(store) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("url", "param", "got", "allowed"),
+    [
+        ("/api/metrics/svc-a?days=0", "days", "0", "days must be an integer from 1 to 3650"),
+        ("/api/metrics/svc-a?days=abc", "days", "abc", "days must be an integer from 1 to 3650"),
+        (
+            "/api/metrics/svc-a?days=100000",
+            "days",
+            "100000",
+            "days must be an integer from 1 to 3650",
+        ),
+        ("/api/metrics?days=-1", "days", "-1", "days must be an integer from 1 to 3650"),
+        ("/api/sla/svc-a?days=1.5", "days", "1.5", "days must be an integer from 1 to 3650"),
+        ("/api/uptime/svc-a?days=3651", "days", "3651", "days must be an integer from 1 to 3650"),
+        (
+            "/api/metrics/svc-a/trend?hours=0",
+            "hours",
+            "0",
+            "hours must be an integer from 1 to 8784",
+        ),
+    ],
+)
+async def test_bad_parameters_get_422_saying_what_is_allowed(
+    client: httpx.AsyncClient, url: str, param: str, got: str, allowed: str
+) -> None:
+    r = await client.get(url)
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": "invalid_parameter",
+        "detail": [{"param": param, "message": allowed, "got": got}],
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/metrics/nope", "/api/sla/nope", "/api/uptime/nope", "/api/metrics/nope/trend"],
+)
+async def test_unknown_service_is_404(client: httpx.AsyncClient, url: str) -> None:
+    r = await client.get(url)
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "message": "unknown service 'nope'"}
+
+
+async def test_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/nothing")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+async def test_metrics_body_is_camel_case_over_the_window(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/metrics/svc-a", params={"days": 30})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["period"] == {"days": 30, "start": "2026-02-09", "end": "2026-03-10"}
+    # the row 40 days ago is outside the window
+    assert body["totalRequests"] == 10 and body["failedRequests"] == 1
+    assert body["uptime"] == 90.0 and body["errorRate"] == 10.0
+    assert body["avgResponseTime"] == 100.0
+    assert body["errorsByType"]["timeout"] == 1
+    assert body["stale"] is False and body["computedAt"] == "2026-03-10T12:30:00Z"
+    r60 = await client.get("/api/metrics/svc-a", params={"days": 60})
+    assert r60.json()["totalRequests"] == 15
+
+
+async def test_metrics_list_has_active_services_only(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/metrics")).json()
+    assert body["period"]["days"] == 7
+    assert [s["serviceId"] for s in body["services"]] == ["svc-a"]
+
+
+async def test_sla_body(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/sla/svc-a")).json()
+    assert body["slaTarget"] == 99.0
+    assert body["currentSLA"] == 90.0
+    assert body["responseTimeSLA"] == 80.0
+    assert body["breaches"] == 1
+    assert body["isBreached"] is True
+    assert body["errorBudget"] == {
+        "allowedFailures": 0.1,
+        "usedFailures": 1,
+        "remainingFailures": -0.9,
+        "remainingPercent": -900.0,
+    }
+
+
+async def test_trend_and_uptime_bodies(client: httpx.AsyncClient) -> None:
+    trend = (await client.get("/api/metrics/svc-a/trend", params={"hours": 2})).json()
+    assert trend["hours"] == 2
+    assert trend["points"] == [
+        {
+            "hour": "2026-03-10T11:00:00Z",
+            "requests": 0,
+            "uptime": None,
+            "avgResponseTime": None,
+            "p95ResponseTime": None,
+        },
+        {
+            "hour": "2026-03-10T12:00:00Z",
+            "requests": 4,
+            "uptime": 75.0,
+            "avgResponseTime": 100.0,
+            "p95ResponseTime": 100.0,
+        },
+    ]
+    uptime = (await client.get("/api/uptime/svc-a", params={"days": 2})).json()
+    assert uptime["days"] == [
+        {"date": "2026-03-09", "status": "nd", "uptime": None},
+        {"date": "2026-03-10", "status": "mo", "uptime": 90.0},
+    ]
+
+
+async def test_stale_answer_while_the_database_is_down(
+    client: httpx.AsyncClient, store: FakeStore
+) -> None:
+    fresh = (await client.get("/api/metrics/svc-a?days=30")).json()
+    store.down = True
+    r = await client.get("/api/metrics/svc-a?days=30")
+    assert r.status_code == 200
+    stale = r.json()
+    assert stale["stale"] is True
+    assert stale == {**fresh, "stale": True}
+    never = await client.get("/api/metrics/svc-a?days=31")
+    assert never.status_code == 503
+    assert never.json()["error"] == "database_unavailable"
+    assert "no earlier answer" in never.json()["message"]
+    health = await client.get("/health")
+    assert health.status_code == 200
+    assert health.json()["database"] == "down" and health.json()["status"] == "degraded"
+    store.down = False
+    assert (await client.get("/api/metrics/svc-a?days=30")).json()["stale"] is False
+
+
+async def test_readyz_needs_the_database_or_something_to_replay(
+    client: httpx.AsyncClient, store: FakeStore
+) -> None:
+    store.down = True
+    assert (await client.get("/readyz")).status_code == 503
+    store.down = False
+    await client.get("/api/uptime/svc-a")
+    store.down = True
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["staleAnswers"] == 1
+
+
+async def test_status_is_stale_but_pipeline_is_unknown_without_nats(
+    client: httpx.AsyncClient, store: FakeStore
+) -> None:
+    body = (await client.get("/api/status")).json()
+    assert body["services"] == [
+        {
+            "serviceId": "svc-a",
+            "name": "Service A",
+            "active": True,
+            "lastCheckAt": "2026-03-10T12:29:55Z",
+            "lastStatus": "down",
+        }
+    ]
+    assert body["probers"] == [
+        {"proberId": "p-1", "region": "eu", "lastCheckAt": "2026-03-10T12:29:55Z"}
+    ]
+    assert body["pipeline"] == {"recorder": None, "aggregator": None}
+    store.down = True
+    assert (await client.get("/api/status")).json()["stale"] is True
+
+
+async def test_health_check_needs_the_token_when_one_is_set(store: FakeStore) -> None:
+    async with make_client(store, api_token="s3cret") as client:
+        r = await client.post("/api/health-check")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["error"] == "unauthorized"
+        bad = await client.post("/api/health-check", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        unknown = await client.post("/api/health-check?serviceId=nope", headers=ok)
+        assert unknown.status_code == 404
+        assert unknown.json() == {"error": "not_found", "message": "unknown service 'nope'"}
+        retired = await client.post("/api/health-check?serviceId=old", headers=ok)
+        assert retired.status_code == 404
+        # NATS was never connected (no lifespan here): a clear 503, not a hang.
+        r = await client.post("/api/health-check?serviceId=svc-a", headers=ok)
+        assert r.status_code == 503
+        assert r.json()["error"] == "prober_unavailable"
+        assert "NATS" in r.json()["message"]
+
+
+async def test_openapi_document(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["info"]["title"] == "Watch Server API"
+    assert spec["info"]["version"]
+    assert {
+        "/health",
+        "/api/metrics",
+        "/api/metrics/{serviceId}",
+        "/api/sla/{serviceId}",
+        "/api/metrics/{serviceId}/trend",
+        "/api/uptime/{serviceId}",
+        "/api/status",
+        "/api/health-check",
+    } <= set(spec["paths"])
+    sla = spec["components"]["schemas"]["SlaReport"]
+    assert {"currentSLA", "responseTimeSLA", "isBreached", "errorBudget"} <= set(sla["properties"])
+    assert sla["examples"][0]["currentSLA"] == 99.2
+    responses = spec["paths"]["/api/metrics/{serviceId}"]["get"]["responses"]
+    assert {"200", "404", "422", "503"} <= set(responses)
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_prometheus_counts_requests_per_route_template(client: httpx.AsyncClient) -> None:
+    await client.get("/api/metrics/svc-a")
+    await client.get("/api/metrics/nope")
+    text = (await client.get("/metrics")).text
+    assert (
+        'watch_api_requests_total{method="GET",route="/api/metrics/{serviceId}",status="200"} 1.0'
+        in text
+    )
+    assert 'route="/api/metrics/{serviceId}",status="404"} 1.0' in text
+    assert "watch_api_request_duration_seconds_bucket" in text
