@@ -12,7 +12,7 @@ from pathlib import Path
 from faststream.specification import AsyncAPI
 
 from services.aggregator.main import build_broker as aggregator_broker
-from services.api.main import build_broker as api_broker
+from services.api.broker import build_broker as api_broker
 from services.prober.main import build_broker as prober_broker
 from services.recorder.main import build_broker as recorder_broker
 from shared.events import SCHEMA_VERSION
