@@ -1,0 +1,1 @@
+"""The prober: runs the catalog's checks on schedule and publishes each result to JetStream."""

@@ -1,0 +1,5 @@
+"""`python -m services.prober`."""
+
+from services.prober.main import main
+
+main()

@@ -1,0 +1,146 @@
+"""When checks run: per service a jittered start, then a fixed rate that never drifts.
+
+Due times are `start + jitter + k * interval`, computed by addition, never from "now", so a
+slow check or a busy event loop does not push later checks back. A check that is still
+running when its next turn comes is skipped (and counted), never run twice at once. A global
+semaphore bounds how many checks run at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from services.prober.catalog import Service
+from shared.logs import get_log
+
+log = get_log(__name__)
+
+RunCheck = Callable[[Service, datetime, float], Awaitable[None]]
+"""Called with the service, when it was due (UTC) and how late it started (seconds)."""
+OnSkip = Callable[[Service, int], None]
+"""Called with the service and how many turns were skipped."""
+
+
+class Clock(Protocol):
+    """Monotonic time for scheduling, plus the wall time a monotonic instant corresponds to."""
+
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float) -> None: ...
+
+    def wall(self, instant: float) -> datetime: ...
+
+
+class LoopClock:
+    """The event loop's monotonic clock, anchored to wall time once at creation."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._mono0 = self._loop.time()
+        self._wall0 = time.time()
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        delay = deadline - self._loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def wall(self, instant: float) -> datetime:
+        return datetime.fromtimestamp(self._wall0 + (instant - self._mono0), UTC)
+
+
+class Scheduler:
+    """Runs each service's checks on its own fixed-rate schedule."""
+
+    def __init__(
+        self,
+        services: Iterable[Service],
+        *,
+        run_check: RunCheck,
+        semaphore: asyncio.Semaphore,
+        on_skip: OnSkip | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._services = tuple(services)
+        self._run_check = run_check
+        self._semaphore = semaphore
+        self._on_skip = on_skip
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._loops: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self.skipped = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Checks started and not yet finished."""
+        return len(self._running)
+
+    def start(self) -> None:
+        """Start one schedule loop per service."""
+        clock = self._clock = self._clock or LoopClock()
+        for service in self._services:
+            first_due = clock.now() + self._rng.uniform(0, service.interval_seconds)
+            self._loops.append(
+                asyncio.create_task(self._loop(service, first_due), name=f"schedule-{service.id}")
+            )
+
+    async def stop(self, *, grace: float) -> None:
+        """Stop scheduling; give running checks `grace` seconds, then cancel them."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _loop(self, service: Service, due: float) -> None:
+        assert self._clock is not None
+        interval = service.interval_seconds
+        while True:
+            await self._clock.sleep_until(due)
+            self._fire(service, due)
+            due += interval
+            behind = self._clock.now() - due
+            if behind >= interval:
+                # The loop stalled (or the host slept) for whole periods: skip those turns
+                # instead of firing a burst of checks that would only overlap.
+                missed = math.floor(behind / interval)
+                due += missed * interval
+                self._skip(service, missed, reason="fell behind")
+
+    def _fire(self, service: Service, due: float) -> None:
+        if service.id in self._running:
+            self._skip(service, 1, reason="still running")
+            return
+        task = asyncio.create_task(self._run(service, due), name=f"check-{service.id}")
+        self._running[service.id] = task
+        task.add_done_callback(lambda _: self._running.pop(service.id, None))
+
+    async def _run(self, service: Service, due: float) -> None:
+        assert self._clock is not None
+        async with self._semaphore:
+            lateness = max(0.0, self._clock.now() - due)
+            try:
+                await self._run_check(service, self._clock.wall(due), lateness)
+            except Exception:
+                log.error("check crashed", exc=True, service=service.id)
+
+    def _skip(self, service: Service, count: int, *, reason: str) -> None:
+        self.skipped += count
+        log.warning("check skipped", service=service.id, reason=reason, turns=count)
+        if self._on_skip is not None:
+            self._on_skip(service, count)

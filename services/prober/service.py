@@ -1,0 +1,306 @@
+"""The prober assembled: catalog, schedule, HTTP client, publisher, broker and ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from types import TracebackType
+
+import httpx
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from services.prober.broker import build_broker
+from services.prober.catalog import Catalog, Service, load_catalog
+from services.prober.definitions import publish_catalog
+from services.prober.metrics import ProberMetrics
+from services.prober.probe import run_check
+from services.prober.publish import ResultPublisher
+from services.prober.schedule import Clock, Scheduler
+from shared.events import (
+    CHECKS_STREAM,
+    CheckCompleted,
+    ProbeRunReply,
+    ProbeRunRequest,
+    Trigger,
+)
+from shared.logs import get_log
+from shared.ops import OpsServer
+from shared.settings import Settings
+from shared.streams import ensure_streams
+
+log = get_log(__name__)
+
+DEFAULT_OPS_PORT = 9101
+PUBLISH_TIMEOUT = 2.0  # seconds to wait for a JetStream ack before the result is retried
+CONNECT_WAIT = 5.0  # how long start() waits for NATS before monitoring goes on without it
+MANUAL_RUNS = 4  # manual requests served at once
+SHUTDOWN_GRACE = 5.0
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """The production HTTP client: httpx's API over aiohttp (far less CPU per request)."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limit = max(100, settings.prober_concurrency)
+    transport = AiohttpTransport(
+        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+    )
+    return httpx.AsyncClient(transport=transport, headers={"User-Agent": "watch-server-prober/0.1"})
+
+
+class Prober:
+    """The prober service, startable in-process: `async with Prober(settings=...) as p:`."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        client: httpx.AsyncClient | None = None,
+        catalog: Catalog | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.metrics = ProberMetrics()
+        self._client = client
+        self._owns_client = client is None
+        self._clock = clock
+        self._semaphore = asyncio.Semaphore(settings.prober_concurrency)
+        self._manual = asyncio.Semaphore(MANUAL_RUNS)
+        self._broker: NatsBroker | None = None
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._streams_ready = False
+        self._stopping = False
+        self._connect_task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self._scheduler: Scheduler | None = None
+        self.publisher = ResultPublisher(
+            send=self._send,
+            connected=self._can_publish,
+            capacity=settings.prober_buffer_size,
+            metrics=self.metrics,
+        )
+        port = DEFAULT_OPS_PORT if settings.ops_port is None else settings.ops_port
+        self.ops = OpsServer(
+            service="prober",
+            host=settings.ops_host,
+            port=port,
+            ready=self._readiness,
+            registry=self.metrics.registry,
+        )
+
+    async def __aenter__(self) -> Prober:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def nats_connected(self) -> bool:
+        """True while the NATS connection is up."""
+        return self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        """Load the catalog (raises CatalogError), then monitor; NATS may come later."""
+        if self.catalog is None:
+            self.catalog = load_catalog(self.settings.services_file, settings=self.settings)
+        if self._client is None:
+            self._client = make_client(self.settings)
+        await self.ops.start()
+        self.publisher.start()
+        self._broker = build_broker(
+            self.settings,
+            on_probe_run=self.run_now,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self._connect_task = asyncio.create_task(self._connect(self._broker), name="nats-connect")
+        done, _ = await asyncio.wait({self._connect_task}, timeout=CONNECT_WAIT)
+        if not done:
+            log.warning("nats not reachable yet, monitoring anyway", url=self._nats_hosts())
+        self._scheduler = Scheduler(
+            self.catalog.services,
+            run_check=self._scheduled_check,
+            semaphore=self._semaphore,
+            on_skip=lambda s, n: self.metrics.skipped.labels(s.id).inc(n),
+            clock=self._clock,
+        )
+        self._scheduler.start()
+        log.info(
+            "prober started",
+            services=len(self.catalog.services),
+            ops_port=self.ops.port,
+            region=self.settings.region,
+            prober_id=self.settings.prober_id,
+        )
+
+    async def stop(self) -> None:
+        """Finish running checks, publish what is buffered, then close everything."""
+        self._stopping = True
+        if self._scheduler is not None:
+            await self._scheduler.stop(grace=SHUTDOWN_GRACE)
+        with contextlib.suppress(TimeoutError):  # let manual runs in progress submit results
+            async with asyncio.timeout(SHUTDOWN_GRACE):
+                for _ in range(MANUAL_RUNS):
+                    await self._manual.acquire()
+        if self._broker is not None and self.nats_connected:
+            await self.publisher.stop(grace=SHUTDOWN_GRACE)
+        else:
+            await self.publisher.stop(grace=0)
+        for task in (self._connect_task, self._resync_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._broker is not None:
+            try:
+                await asyncio.wait_for(self._broker.stop(), SHUTDOWN_GRACE)
+            except Exception as exc:  # a drain during an outage; close hard instead
+                log.warning("nats close failed", error=type(exc).__name__)
+                if self._nc is not None:
+                    await self._nc.close()
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+        await self.ops.stop()
+        log.info("prober stopped", unpublished=self.publisher.depth)
+
+    async def run_now(self, request: ProbeRunRequest) -> ProbeRunReply:
+        """Run the requested checks now (trigger `manual`), publish and return them."""
+        assert self.catalog is not None
+        if self._stopping:
+            return ProbeRunReply(error="prober is shutting down")
+        if request.service_id is not None:
+            service = self.catalog.get(request.service_id)
+            if service is None:
+                return ProbeRunReply(error=f"unknown service '{request.service_id}'")
+            services: tuple[Service, ...] = (service,)
+        else:
+            services = self.catalog.services
+        async with self._manual:
+            results = await asyncio.gather(*(self._manual_check(s) for s in services))
+        return ProbeRunReply(results=list(results))
+
+    async def _manual_check(self, service: Service) -> CheckCompleted:
+        requested = datetime.now(UTC)
+        async with self._semaphore:
+            return await self._check(service, trigger="manual", scheduled_at=requested)
+
+    async def _scheduled_check(self, service: Service, due: datetime, lateness: float) -> None:
+        self.metrics.lateness.observe(lateness)
+        await self._check(service, trigger="scheduled", scheduled_at=due)
+
+    async def _check(
+        self, service: Service, *, trigger: Trigger, scheduled_at: datetime
+    ) -> CheckCompleted:
+        assert self._client is not None
+        result = await run_check(
+            service,
+            client=self._client,
+            settings=self.settings,
+            trigger=trigger,
+            scheduled_at=scheduled_at,
+        )
+        self.metrics.checks.labels(service.id, result.status).inc()
+        self.publisher.submit(result)
+        _log_check(result)
+        return result
+
+    async def _connect(self, broker: NatsBroker) -> None:
+        """Connect (retrying forever), declare streams, publish the catalog."""
+        backoff = 0.5
+        while True:
+            try:
+                if self._nc is None:
+                    await broker.start()
+                    self._nc = broker.config.connection_state.connection
+                    self._js = broker.config.connection_state.stream
+                    self.metrics.nats_connected.set(1)
+                    log.info("nats connected", url=self._nats_hosts())
+                assert self._js is not None and self.catalog is not None
+                await ensure_streams(self._js, self.settings)
+                self._streams_ready = True
+                self.publisher.nudge()
+                await publish_catalog(self.catalog, js=self._js)
+                return
+            except Exception as exc:
+                log.warning("nats setup failed, retrying", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> object:
+        if self._js is None:
+            raise ConnectionError("not connected to NATS")
+        return await self._js.publish(
+            subject, payload, timeout=PUBLISH_TIMEOUT, stream=CHECKS_STREAM, headers=headers
+        )
+
+    def _can_publish(self) -> bool:
+        return self._streams_ready and self.nats_connected
+
+    async def _on_disconnected(self) -> None:
+        self.metrics.nats_connected.set(0)
+        if self._nc is not None and not self._stopping:
+            log.warning("nats disconnected, buffering results", buffered=self.publisher.depth)
+
+    async def _on_reconnected(self) -> None:
+        self.metrics.nats_connected.set(1)
+        log.info("nats reconnected", buffered=self.publisher.depth)
+        self.publisher.nudge()
+        if self._streams_ready and (self._resync_task is None or self._resync_task.done()):
+            self._resync_task = asyncio.create_task(self._resync(), name="nats-resync")
+
+    async def _resync(self) -> None:
+        """After a reconnect: the server may be a new one, without our streams or catalog."""
+        assert self._js is not None and self.catalog is not None
+        try:
+            await ensure_streams(self._js, self.settings)
+            await publish_catalog(self.catalog, js=self._js)
+        except Exception as exc:
+            log.warning("nats resync failed", error=f"{type(exc).__name__}: {exc}")
+        self.publisher.nudge()
+
+    async def _readiness(self) -> dict[str, object]:
+        return {
+            "ready": self.catalog is not None and self.nats_connected,
+            "nats": self.nats_connected,
+            "services": len(self.catalog.services) if self.catalog else 0,
+            "bufferDepth": self.publisher.depth,
+            "bufferDropped": self.publisher.dropped,
+            "checksInFlight": self._scheduler.in_flight if self._scheduler else 0,
+        }
+
+    def _nats_hosts(self) -> str:
+        # Only host:port, so credentials in NATS_URL never reach a log line.
+        hosts = [u.strip().rpartition("@")[2] for u in self.settings.nats_url.split(",")]
+        return ",".join(hosts)
+
+
+def _log_check(result: CheckCompleted) -> None:
+    """One line per check: `check service=x status=down error=timeout duration_ms=10003`."""
+    failed = next((e for e in result.endpoints if not e.ok), None)
+    slow = next((e for e in result.endpoints if not e.within_threshold), None)
+    fields: dict[str, object] = {
+        "service": result.service_id,
+        "status": result.status,
+        "duration_ms": round(result.duration_ms),
+        "trigger": result.trigger,
+    }
+    if failed is not None:
+        fields |= {"error": failed.error_type, "endpoint": failed.name}
+        if failed.status_code is not None:
+            fields["code"] = failed.status_code
+        fields["detail"] = failed.error_message
+        log.warning("check", **fields)
+    else:
+        if slow is not None:
+            fields |= {"endpoint": slow.name, "slow_ms": round(slow.response_time_ms)}
+        log.info("check", **fields)

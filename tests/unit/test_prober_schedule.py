@@ -1,0 +1,181 @@
+"""The schedule, on a fake clock: jittered start, fixed rate without drift, no overlap, a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from services.prober.catalog import Service
+from services.prober.schedule import Scheduler
+
+EPOCH = 1_000_000.0
+
+
+class FakeClock:
+    """Time moves only when the test advances it; sleepers wake in deadline order."""
+
+    def __init__(self) -> None:
+        self.t = EPOCH
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self.t:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (deadline, next(self._order), future))
+        await future
+
+    def wall(self, instant: float) -> datetime:
+        return datetime.fromtimestamp(instant, UTC)
+
+    async def advance(self, seconds: float, *, step: float) -> None:
+        """Move time forward in coarse steps, so every wake-up is late by up to `step`."""
+        end = self.t + seconds
+        while self.t < end:
+            self.t = min(end, self.t + step)
+            while self._sleepers and self._sleepers[0][0] <= self.t:
+                _, _, future = heapq.heappop(self._sleepers)
+                if not future.done():
+                    future.set_result(None)
+            for _ in range(20):  # let woken tasks run
+                await asyncio.sleep(0)
+
+
+class NoJitter(random.Random):
+    """Every service due at the same instant."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def svc(service_id: str, interval: float) -> Service:
+    return Service(
+        id=service_id,
+        name=service_id,
+        description="",
+        interval_seconds=interval,
+        timeout_seconds=1.0,
+        sla_target=99.9,
+        endpoints=(),
+    )
+
+
+async def test_fixed_rate_does_not_drift_when_wakeups_are_late() -> None:
+    clock = FakeClock()
+    runs: list[tuple[datetime, float]] = []
+
+    async def run_check(_: Service, due: datetime, lateness: float) -> None:
+        runs.append((due, lateness))
+
+    scheduler = Scheduler(
+        [svc("a", 1.0)],
+        run_check=run_check,
+        semaphore=asyncio.Semaphore(10),
+        clock=clock,
+        rng=random.Random(7),
+    )
+    scheduler.start()
+    await clock.advance(100.0, step=0.37)
+    await scheduler.stop(grace=1)
+
+    first = runs[0][0].timestamp() - EPOCH
+    assert 0 <= first < 1.0  # the jitter stays within one interval
+    # A schedule computed from "now" would lose ~0.2 s per turn and run ~80 times.
+    assert len(runs) == int(100 - first) + 1
+    for k, (due, lateness) in enumerate(runs):
+        assert due.timestamp() - EPOCH == pytest.approx(first + k, abs=1e-6)
+        assert 0 <= lateness <= 0.37 + 1e-9
+    assert scheduler.skipped == 0
+
+
+async def test_jitter_spreads_first_runs_within_the_interval() -> None:
+    clock = FakeClock()
+    firsts: dict[str, float] = {}
+
+    async def run_check(service: Service, due: datetime, _: float) -> None:
+        firsts.setdefault(service.id, due.timestamp() - EPOCH)
+
+    services = [svc(f"s{i}", 10.0) for i in range(20)]
+    scheduler = Scheduler(
+        services,
+        run_check=run_check,
+        semaphore=asyncio.Semaphore(100),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    scheduler.start()
+    await clock.advance(10.0, step=0.01)
+    await scheduler.stop(grace=1)
+    assert len(firsts) == 20
+    assert all(0 <= f < 10 for f in firsts.values())
+    assert max(firsts.values()) - min(firsts.values()) > 5  # not all at once
+
+
+async def test_a_check_never_overlaps_itself_and_skips_are_counted() -> None:
+    clock = FakeClock()
+    running = 0
+    most = 0
+    started: list[datetime] = []
+    skips: list[int] = []
+
+    async def run_check(_: Service, due: datetime, __: float) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        started.append(due)
+        await clock.sleep_until(clock.now() + 2.5)  # takes 2.5 intervals
+        running -= 1
+
+    scheduler = Scheduler(
+        [svc("slow", 1.0)],
+        run_check=run_check,
+        semaphore=asyncio.Semaphore(10),
+        on_skip=lambda _, n: skips.append(n),
+        clock=clock,
+        rng=random.Random(3),
+    )
+    scheduler.start()
+    await clock.advance(30.0, step=0.05)
+    await scheduler.stop(grace=0)
+    assert most == 1
+    # Every run covers 3 turns (2.5 s, next turn free at +3): 1 runs, 2 skipped.
+    assert scheduler.skipped == sum(skips) == pytest.approx(2 * len(started), abs=2)
+    gaps = {round((b - a).total_seconds(), 6) for a, b in itertools.pairwise(started)}
+    assert gaps == {3.0}
+
+
+async def test_global_concurrency_is_bounded() -> None:
+    clock = FakeClock()
+    running = 0
+    most = 0
+    done = 0
+
+    async def run_check(_: Service, __: datetime, ___: float) -> None:
+        nonlocal running, most, done
+        running += 1
+        most = max(most, running)
+        await clock.sleep_until(clock.now() + 0.5)
+        running -= 1
+        done += 1
+
+    scheduler = Scheduler(
+        [svc(f"s{i}", 5.0) for i in range(12)],
+        run_check=run_check,
+        semaphore=asyncio.Semaphore(3),
+        clock=clock,
+        rng=NoJitter(),
+    )
+    scheduler.start()
+    await clock.advance(2.9, step=0.05)  # all 12 due at once: 4 waves of 3, 0.5 s each
+    await scheduler.stop(grace=0)
+    assert most == 3
+    assert done == 12
