@@ -1,0 +1,6 @@
+"""`python -m services.recorder`."""
+
+from services.recorder.main import main
+
+if __name__ == "__main__":
+    main()
