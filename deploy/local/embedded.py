@@ -213,7 +213,7 @@ class EmbeddedPostgres:
             "shared_buffers=256MB",
         ]
         if self.fast_unsafe:
-            cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            cmd += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd,

@@ -1,0 +1,1 @@
+"""The aggregator: daily and hourly rollups, uptime records, status and SLA events."""
