@@ -7,36 +7,42 @@ document cannot drift from the code; `--check` fails when docs/asyncapi.yaml is 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
+import yaml
 from faststream.specification import AsyncAPI
 
-from services.aggregator.main import build_broker as aggregator_broker
+from services.aggregator.broker import build_broker as aggregator_broker
 from services.api.broker import build_broker as api_broker
-from services.prober.main import build_broker as prober_broker
-from services.recorder.main import build_broker as recorder_broker
+from services.prober.broker import build_broker as prober_broker
+from services.recorder.broker import build_broker as recorder_broker
 from shared.events import SCHEMA_VERSION
 from shared.settings import Settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
-DESCRIPTION = f"""\
-The public event contract of Watch Server (event schemaVersion {SCHEMA_VERSION}).
-JSON, UTF-8, camelCase fields, UTC ISO-8601 times, `schemaVersion` in every event.
-Adding an optional field is compatible; renaming, removing or changing a meaning bumps
-schemaVersion. Checks carry `Nats-Msg-Id` = checkId (JetStream deduplication).
-Dead-lettered messages keep their original bytes and carry the headers
-Watch-Dlq-Reason, Watch-Dlq-Subject and Watch-Dlq-Consumer.
-"""
+DESCRIPTION = " ".join(
+    f"""
+    The public event contract of Watch Server (event schemaVersion {SCHEMA_VERSION}).
+    JSON, UTF-8, camelCase fields, UTC ISO-8601 times, `schemaVersion` in every event.
+    Adding an optional field is compatible; renaming, removing or changing a meaning bumps
+    schemaVersion. Checks carry `Nats-Msg-Id` = checkId (JetStream deduplication).
+    Dead-lettered messages keep their original bytes and carry the headers
+    Watch-Dlq-Reason, Watch-Dlq-Subject and Watch-Dlq-Consumer.
+    """.split()
+)
 
 
 def render() -> str:
     """The AsyncAPI 3.0 document as YAML."""
     settings = Settings(nats_url="nats://nats:4222")
+    # The api's request publisher and the prober's responder are one channel: the prober's
+    # declaration (which documents the reply) comes last so it is the one kept.
     brokers = [
+        api_broker(settings),
         prober_broker(settings),
         recorder_broker(settings),
         aggregator_broker(settings),
-        api_broker(settings),
     ]
     spec = AsyncAPI(
         *brokers,
@@ -45,7 +51,11 @@ def render() -> str:
         description=DESCRIPTION,
         schema_version="3.0.0",
     )
-    return spec.to_specification().to_yaml()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Overwrite broker", category=RuntimeWarning)
+        document = spec.to_specification().to_jsonable()
+    # Sorted keys: the brokers' registration order must not reorder the committed file.
+    return yaml.safe_dump(document, sort_keys=True, allow_unicode=True, width=100)
 
 
 def main(argv: list[str]) -> int:

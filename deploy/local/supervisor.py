@@ -65,6 +65,8 @@ class ServiceProcess:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
+        if self.proc is not None:  # a restart: release the previous run's pipe
+            self._close_pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
             env=self.env,
@@ -111,8 +113,7 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.proc.wait(10)
-        if self._reader:
-            self._reader.join(5)
+        self._close_pipe()
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -121,8 +122,13 @@ class ServiceProcess:
             return
         self.signal(signal.SIGKILL)
         self.proc.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
         if self._reader:
             self._reader.join(5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def service_env(base: Mapping[str, str], **overrides: str) -> dict[str, str]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
-import nats.errors
 from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.message import NatsBatchMessage
@@ -106,29 +105,3 @@ def build_broker(settings: Settings, *, on_batch: BatchHandler | None = None) ->
         "Watch-Dlq-Subject and Watch-Dlq-Consumer.",
     )
     return broker
-
-
-def guard_fetch_timeouts(broker: NatsBroker) -> None:
-    """Make a pull fetch's plain TimeoutError look like nats' own (call after `start()`).
-
-    faststream 0.7.8's pull loop catches only `nats.errors.TimeoutError`, but nats-py 2.16
-    raises a plain `asyncio.TimeoutError` when a fetch's deadline runs out between its two
-    requests. The loop task then dies with the partial batch it had already pulled, and
-    those messages wait a whole ack_wait before JetStream redelivers them.
-    """
-    for subscriber in broker.subscribers:
-        subscription = getattr(subscriber, "subscription", None)
-        if subscription is None or getattr(subscription, "_watch_guarded", False):
-            continue
-        fetch = subscription.fetch
-
-        async def guarded(*args: Any, _fetch: Any = fetch, **kwargs: Any) -> Any:
-            try:
-                return await _fetch(*args, **kwargs)
-            except nats.errors.TimeoutError:
-                raise
-            except TimeoutError as exc:
-                raise nats.errors.TimeoutError from exc
-
-        subscription.fetch = guarded
-        subscription._watch_guarded = True

@@ -10,12 +10,13 @@ import asyncpg
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 
-from services.aggregator.broker import build_broker, guard_fetch_timeouts
+from services.aggregator.broker import build_broker
 from services.aggregator.consumer import TRANSIENT_ERRORS, CheckConsumer, DbHealth
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.outbox import OutboxRelay
 from services.aggregator.store import RollupStore
 from shared import db
+from shared.jetstream import guard_fetch_timeouts
 from shared.logs import get_log
 from shared.ops import OpsServer
 from shared.settings import Settings

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
-import nats.errors
 from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.message import NatsBatchMessage
@@ -59,12 +58,16 @@ def _consumer_config(max_ack_pending: int) -> ConsumerConfig:
 
 
 def build_broker(
-    settings: Settings, *, checks: BatchHandler | None = None,
+    settings: Settings,
+    *,
+    checks: BatchHandler | None = None,
     services: BatchHandler | None = None,
 ) -> NatsBroker:
     """The recorder's broker, not connected; handlers are None when only the spec is wanted."""
     broker = NatsBroker(
-        settings.nats_url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=1,
+        settings.nats_url.split(","),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
         # Through the service's own log format (and level) instead of faststream's handler.
         logger=logging.getLogger("faststream.recorder"),
     )
@@ -128,29 +131,3 @@ def build_broker(
         ),
     )
     return broker
-
-
-def guard_fetch_timeouts(broker: NatsBroker) -> None:
-    """Make every pull subscription's fetch() time out with nats' TimeoutError only.
-
-    nats-py 2.16 `fetch()` sometimes raises a bare asyncio.TimeoutError when a batch window
-    runs out; faststream 0.7.8 only catches nats.errors.TimeoutError, so the bare one
-    kills its pull loop and the messages already fetched for that batch wait ack_wait
-    (30 s) for redelivery. Call after broker.start().
-    """
-    for sub in broker.subscribers:
-        subscription = getattr(sub, "subscription", None)
-        if subscription is None or getattr(subscription.fetch, "guarded", False):
-            continue
-        original = subscription.fetch
-
-        async def fetch(*args: Any, _original: Any = original, **kwargs: Any) -> list[Msg]:
-            try:
-                return await _original(*args, **kwargs)  # type: ignore[no-any-return]
-            except nats.errors.TimeoutError:
-                raise
-            except TimeoutError as exc:
-                raise nats.errors.TimeoutError from exc
-
-        fetch.guarded = True  # type: ignore[attr-defined]
-        subscription.fetch = fetch

@@ -16,7 +16,6 @@ from services.recorder.broker import (
     DLQ_RECORDER_SUBJECT,
     SERVICES_CONSUMER,
     build_broker,
-    guard_fetch_timeouts,
 )
 from services.recorder.dbhealth import DbHealth
 from services.recorder.decode import decode_check, decode_service
@@ -31,6 +30,7 @@ from services.recorder.storage import (
 )
 from shared.db import create_pool, migrate
 from shared.events import DLQ_STREAM, CheckCompleted, ServiceDefined
+from shared.jetstream import guard_fetch_timeouts
 from shared.logs import get_log
 from shared.ops import OpsServer
 from shared.settings import Settings
@@ -63,9 +63,11 @@ class Recorder:
         """Migrate (waiting for the database), declare streams, start consuming and serving."""
         s = self.settings
         self.ops = OpsServer(
-            service="recorder", host=s.ops_host,
+            service="recorder",
+            host=s.ops_host,
             port=DEFAULT_OPS_PORT if s.ops_port is None else s.ops_port,
-            ready=self.ready, registry=self.metrics.registry,
+            ready=self.ready,
+            registry=self.metrics.registry,
         )
         await self.ops.start()
         await self._migrate()
@@ -104,8 +106,10 @@ class Recorder:
 
     async def ready(self) -> dict[str, object]:
         """Ready while NATS is connected and PostgreSQL answers."""
-        nats_ok = self.broker is not None and self.broker.connection is not None and (
-            self.broker.connection.is_connected
+        nats_ok = (
+            self.broker is not None
+            and self.broker.connection is not None
+            and (self.broker.connection.is_connected)
         )
         db_ok = False
         if self.pool is not None:
@@ -132,8 +136,13 @@ class Recorder:
             return
         if done is not None:
             first, last = self.partitions.window()
-            log.info("partitions_maintained", created=done.created, dropped=done.dropped,
-                     first=first, last=last)
+            log.info(
+                "partitions_maintained",
+                created=done.created,
+                dropped=done.dropped,
+                first=first,
+                last=last,
+            )
 
     async def _maintenance_loop(self) -> None:
         while True:
@@ -182,7 +191,9 @@ class Recorder:
             dead_letters=DeadLetters(
                 publish=self._publish_dlq, consumer=CHECKS_CONSUMER, metrics=self.metrics
             ),
-            health=self.health, metrics=self.metrics, stopping=self._stopping,
+            health=self.health,
+            metrics=self.metrics,
+            stopping=self._stopping,
         )
         self._pipelines.append(pipeline)  # type: ignore[arg-type]
         return pipeline
@@ -200,7 +211,9 @@ class Recorder:
             dead_letters=DeadLetters(
                 publish=self._publish_dlq, consumer=SERVICES_CONSUMER, metrics=self.metrics
             ),
-            health=self.health, metrics=self.metrics, stopping=self._stopping,
+            health=self.health,
+            metrics=self.metrics,
+            stopping=self._stopping,
         )
         self._pipelines.append(pipeline)  # type: ignore[arg-type]
         return pipeline

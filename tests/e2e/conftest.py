@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from deploy.local.embedded import free_port
 from deploy.local.supervisor import SERVICES, LogSink, ServiceProcess, service_env, stop_all
+from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,12 +36,24 @@ class Stack:
         self.processes[name] = p
         return p
 
-    def stop(self, name: str) -> int | None:
-        return self.processes[name].stop()
+    async def stop(self, name: str) -> int | None:
+        """Stop one service, keeping this event loop (and the targets in it) responsive."""
+        return await asyncio.to_thread(self.processes[name].stop)
 
     def stop_all(self) -> None:
         stop_all(list(self.processes.values()))
         self.sink.close()
+
+    async def wait_api(self, timeout: float = 60) -> None:
+        """Until the api answers /health (it starts in about a second)."""
+
+        async def up() -> bool:
+            try:
+                return (await api_get(self, "/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, timeout=timeout, what="the api answering /health")
 
     def errors(self) -> list[str]:
         return [line for line in self.sink.lines if line.startswith("ERROR")]

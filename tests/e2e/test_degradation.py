@@ -3,6 +3,7 @@ gracefully, and after PostgreSQL returns every check lands exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import asyncpg
@@ -30,6 +31,7 @@ async def test_database_outage_loses_nothing(
     make_stack: Callable[[str], Stack], target: ScheduledTarget, db_url: str, infra: Infra
 ) -> None:
     stack = make_stack(catalog(target.url))
+    await stack.wait_api()
     path = "/api/metrics/e2e-steady?days=1"
 
     async def good_answer() -> dict:
@@ -44,7 +46,8 @@ async def test_database_outage_loses_nothing(
     )
     assert first["stale"] is False
 
-    infra.pg.stop()
+    # In a thread: the targets run in this event loop and must keep answering the prober.
+    await asyncio.to_thread(infra.pg.stop)
     try:
         served_at_outage = target.total("steady")
         health = await eventually(
@@ -72,9 +75,9 @@ async def test_database_outage_loses_nothing(
             what="checks continuing during the outage",
         )
     finally:
-        infra.pg.start()
+        await asyncio.to_thread(infra.pg.start)
 
-    assert stack.stop("prober") == 0
+    assert await stack.stop("prober") == 0
     truth = {"e2e-flaky": target.total("flaky"), "e2e-steady": target.total("steady")}
     await eventually(
         lambda: _counts(db_url), until=lambda c: c == truth, timeout=60, what=f"raw rows == {truth}"

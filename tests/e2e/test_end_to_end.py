@@ -33,12 +33,13 @@ async def test_numbers_match_what_the_target_served(
     make_stack: Callable[[str], Stack], target: ScheduledTarget, db_url: str
 ) -> None:
     stack = make_stack(catalog(target.url))
+    await stack.wait_api()
     await eventually(
         lambda: _served(target), until=lambda n: n >= 40, timeout=60, what="40 flaky requests"
     )
 
     # Stop the prober so the truth stops moving; it finishes and publishes what is in flight.
-    assert stack.stop("prober") == 0
+    assert await stack.stop("prober") == 0
     flaky_total, flaky_failed = target.total("flaky"), target.total("flaky", 500)
     steady_total = target.total("steady")
     assert flaky_failed == flaky_total // 4

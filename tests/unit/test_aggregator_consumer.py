@@ -150,7 +150,7 @@ async def test_unexpected_error_naks_and_dead_letters_on_the_last_delivery() -> 
 async def test_a_plain_fetch_timeout_reaches_faststream_as_nats_timeout() -> None:
     import nats.errors
 
-    from services.aggregator.broker import guard_fetch_timeouts
+    from shared.jetstream import guard_fetch_timeouts
 
     class Subscription:
         async def fetch(self, batch: int, timeout: float | None = None) -> list[Any]:
