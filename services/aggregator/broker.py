@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -46,6 +47,8 @@ def build_broker(settings: Settings, *, on_batch: BatchHandler | None = None) ->
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=30.0,
+        # Through the service's own log format (and level) instead of faststream's handler.
+        logger=logging.getLogger("faststream.aggregator"),
     )
 
     @broker.subscriber(
