@@ -75,8 +75,12 @@ class DeadLetters:
         await self._publish(msg.data, headers)
         self._metrics.dlq.labels(rejected.kind).inc()
         log.warning(
-            "dead_letter", consumer=self.consumer, subject=msg.subject, seq=seq,
-            kind=rejected.kind, reason=rejected.reason[:200],
+            "dead_letter",
+            consumer=self.consumer,
+            subject=msg.subject,
+            seq=seq,
+            kind=rejected.kind,
+            reason=rejected.reason[:200],
         )
 
 
@@ -88,7 +92,8 @@ class BatchPipeline(Generic[T]):
     """Handles the batches of one durable consumer; `decode` and `store` make it specific."""
 
     def __init__(
-        self, *,
+        self,
+        *,
         decode: Callable[[bytes], T | Rejected | Expired],
         store: Callable[[Sequence[T]], Awaitable[None]],
         dead_letters: DeadLetters,
@@ -123,8 +128,13 @@ class BatchPipeline(Generic[T]):
         except Stopping:
             await _settle(msgs, lambda m: m.nak())
         except Exception as exc:  # never let faststream decide; JetStream redelivers later
-            log.error("batch_failed", consumer=self._dlq.consumer, size=len(msgs), exc=True,
-                      error=type(exc).__name__)
+            log.error(
+                "batch_failed",
+                consumer=self._dlq.consumer,
+                size=len(msgs),
+                exc=True,
+                error=type(exc).__name__,
+            )
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -153,8 +163,13 @@ class BatchPipeline(Generic[T]):
         except Exception as exc:
             if not is_refusal(exc):
                 raise
-            log.warning("batch_refused", consumer=self._dlq.consumer, size=len(pending),
-                        error=type(exc).__name__, detail=str(exc)[:200])
+            log.warning(
+                "batch_refused",
+                consumer=self._dlq.consumer,
+                size=len(pending),
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
             await self._one_by_one(pending)
             return
         await _settle([m for m, _ in pending], lambda m: m.ack())

@@ -27,11 +27,15 @@ class RecorderMetrics:
             "services_applied", "Service definitions that changed the services table.", registry=r
         )
         self.batch_size = Histogram(
-            "batch_size", "Messages per consumed batch.",
-            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000), registry=r,
+            "batch_size",
+            "Messages per consumed batch.",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=r,
         )
         self.batch_seconds = Histogram(
-            "batch_seconds", "Time to handle one batch, from receipt to ack.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,
+            "batch_seconds",
+            "Time to handle one batch, from receipt to ack.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
         )
         self.db_up = Gauge("db_up", "1 while PostgreSQL answers, else 0.", registry=r)

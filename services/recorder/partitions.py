@@ -37,7 +37,10 @@ class PartitionKeeper:
     """Knows which days have partitions, creates missing ones, runs retention."""
 
     def __init__(
-        self, *, retention_days: int, today: Callable[[], date] = utc_today,
+        self,
+        *,
+        retention_days: int,
+        today: Callable[[], date] = utc_today,
         ahead_days: int = AHEAD_DAYS,
     ) -> None:
         self.retention_days = retention_days

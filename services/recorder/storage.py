@@ -96,9 +96,19 @@ def log_columns(checks: Sequence[CheckCompleted]) -> list[list[object]]:
         failed = [e for e in c.endpoints if not e.ok]
         first = failed[0] if failed else None
         row = (
-            c.check_id, c.started_at, c.service_id, c.scheduled_at, c.status, c.duration_ms,
-            len(c.endpoints), len(failed), first.error_type if first else None,
-            _text(first.error_message) if first else None, c.region, c.prober_id, c.trigger,
+            c.check_id,
+            c.started_at,
+            c.service_id,
+            c.scheduled_at,
+            c.status,
+            c.duration_ms,
+            len(c.endpoints),
+            len(failed),
+            first.error_type if first else None,
+            _text(first.error_message) if first else None,
+            c.region,
+            c.prober_id,
+            c.trigger,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
@@ -111,8 +121,17 @@ def time_columns(checks: Sequence[CheckCompleted]) -> list[list[object]]:
     for c in checks:
         for index, e in enumerate(c.endpoints):
             row = (
-                c.check_id, index, c.started_at, c.service_id, _text(e.name), e.method,
-                e.status_code, e.response_time_ms, e.ok, e.within_threshold, e.error_type,
+                c.check_id,
+                index,
+                c.started_at,
+                c.service_id,
+                _text(e.name),
+                e.method,
+                e.status_code,
+                e.response_time_ms,
+                e.ok,
+                e.within_threshold,
+                e.error_type,
             )
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
@@ -181,11 +200,16 @@ class PgCatalogStore:
         async with self._pool.acquire() as conn, conn.transaction():
             for s in sorted(services, key=lambda s: s.defined_at):
                 status = await conn.execute(
-                    _UPSERT_SERVICE, s.service_id, _text(s.name), _text(s.description),
-                    s.active, s.interval_seconds, s.timeout_ms, s.sla_target,
+                    _UPSERT_SERVICE,
+                    s.service_id,
+                    _text(s.name),
+                    _text(s.description),
+                    s.active,
+                    s.interval_seconds,
+                    s.timeout_ms,
+                    s.sla_target,
                     [e.model_dump(mode="json", by_alias=True) for e in s.endpoints],
                     s.defined_at,
                 )
                 changed += _inserted(status)
         return changed
-

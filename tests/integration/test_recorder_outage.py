@@ -27,16 +27,23 @@ async def test_results_published_during_an_outage_land_once_after_it(
     readyz = f"http://127.0.0.1:{rec.ops.port}/readyz"  # type: ignore[union-attr]
     try:
         for check in checks[:10]:
-            await js.publish(check_subject(check.service_id), check.to_wire(),
-                             headers={"Nats-Msg-Id": str(check.check_id)})
+            await js.publish(
+                check_subject(check.service_id),
+                check.to_wire(),
+                headers={"Nats-Msg-Id": str(check.check_id)},
+            )
         infra.pg.stop()
         try:
             for check in checks[10:]:
-                await js.publish(check_subject(check.service_id), check.to_wire(),
-                                 headers={"Nats-Msg-Id": str(check.check_id)})
+                await js.publish(
+                    check_subject(check.service_id),
+                    check.to_wire(),
+                    headers={"Nats-Msg-Id": str(check.check_id)},
+                )
             async with httpx.AsyncClient() as client:
                 not_ready = await eventually(
-                    lambda: client.get(readyz), until=lambda r: r.status_code == 503,
+                    lambda: client.get(readyz),
+                    until=lambda r: r.status_code == 503,
                     what="readyz false while the database is down",
                 )
             assert not_ready.json()["database"] is False
@@ -46,6 +53,7 @@ async def test_results_published_during_an_outage_land_once_after_it(
 
         conn = await asyncpg.connect(settings.database_url)
         try:
+
             async def rows() -> int:
                 return int(await conn.fetchval("SELECT count(*) FROM watch_server_logs"))
 
@@ -57,8 +65,9 @@ async def test_results_published_during_an_outage_land_once_after_it(
         finally:
             await conn.close()
         async with httpx.AsyncClient() as client:
-            await eventually(lambda: client.get(readyz), until=lambda r: r.status_code == 200,
-                             what="ready again")
+            await eventually(
+                lambda: client.get(readyz), until=lambda r: r.status_code == 200, what="ready again"
+            )
         assert rec.metrics.registry.get_sample_value("db_up") == 1
         assert rec.metrics.registry.get_sample_value("results_stored_total") == 60
     finally:
@@ -66,15 +75,16 @@ async def test_results_published_during_an_outage_land_once_after_it(
         await rec.stop()
 
 
-async def test_start_waits_for_the_database_then_records(
-    infra: Infra, settings: Settings
-) -> None:
+async def test_start_waits_for_the_database_then_records(infra: Infra, settings: Settings) -> None:
     rec = Recorder(settings=settings)
     infra.pg.stop()
     try:
         starting = asyncio.create_task(rec.start())
-        await eventually(lambda: asyncio.sleep(0, rec.health.up), until=lambda up: up is False,
-                         what="database seen down at start")
+        await eventually(
+            lambda: asyncio.sleep(0, rec.health.up),
+            until=lambda up: up is False,
+            what="database seen down at start",
+        )
         assert not starting.done()
         async with httpx.AsyncClient() as client:
             r = await client.get(f"http://127.0.0.1:{rec.ops.port}/readyz")  # type: ignore[union-attr]
@@ -91,8 +101,11 @@ async def test_start_waits_for_the_database_then_records(
             await nc.close()
         conn = await asyncpg.connect(settings.database_url)
         try:
-            await eventually(lambda: conn.fetchval("SELECT count(*) FROM watch_server_logs"),
-                             until=lambda n: n == 1, what="row after a late database")
+            await eventually(
+                lambda: conn.fetchval("SELECT count(*) FROM watch_server_logs"),
+                until=lambda n: n == 1,
+                what="row after a late database",
+            )
         finally:
             await conn.close()
     finally:

@@ -24,13 +24,19 @@ TOTAL = 3000
 
 def start_recorder(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = os.environ | {
-        "DATABASE_URL": settings.database_url, "NATS_URL": settings.nats_url,
-        "OPS_PORT": "0", "RECORDER_BATCH_SIZE": "100", "LOG_LEVEL": "info",
+        "DATABASE_URL": settings.database_url,
+        "NATS_URL": settings.nats_url,
+        "OPS_PORT": "0",
+        "RECORDER_BATCH_SIZE": "100",
+        "LOG_LEVEL": "info",
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.recorder"], cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "services.recorder"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -48,8 +54,11 @@ async def test_sigkill_between_commit_and_ack_loses_and_doubles_nothing(
     async def publish_all() -> None:
         for _ in range(TOTAL):
             check = make_check_completed()
-            await js.publish(check_subject(check.service_id), check.to_wire(),
-                             headers={"Nats-Msg-Id": str(check.check_id)})
+            await js.publish(
+                check_subject(check.service_id),
+                check.to_wire(),
+                headers={"Nats-Msg-Id": str(check.check_id)},
+            )
             await asyncio.sleep(0.001)  # a steady stream, not one burst
 
     first = start_recorder(settings, tmp_path / "first.log")
@@ -65,8 +74,9 @@ async def test_sigkill_between_commit_and_ack_loses_and_doubles_nothing(
 
         second = start_recorder(settings, tmp_path / "second.log")
         # Messages the killed process held come back after ack_wait (30 s).
-        await eventually(rows, until=lambda n: n >= TOTAL, timeout=90, interval=0.5,
-                         what="every check stored")
+        await eventually(
+            rows, until=lambda n: n >= TOTAL, timeout=90, interval=0.5, what="every check stored"
+        )
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0, (tmp_path / "second.log").read_text()[-2000:]
 

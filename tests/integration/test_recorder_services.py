@@ -47,20 +47,24 @@ async def test_catalog_is_created_updated_and_marked_inactive(
 ) -> None:
     t0 = datetime.now(UTC)
     await define(js, make_service_defined(service_id="svc-a", name="A", defined_at=t0))
-    await define(js, make_service_defined(service_id="svc-b", name="B", sla_target=99.0,
-                                          defined_at=t0))
-    rows = await eventually(lambda: services(settings), until=lambda r: len(r) == 2,
-                            what="two services")
+    await define(
+        js, make_service_defined(service_id="svc-b", name="B", sla_target=99.0, defined_at=t0)
+    )
+    rows = await eventually(
+        lambda: services(settings), until=lambda r: len(r) == 2, what="two services"
+    )
     assert rows["svc-b"]["sla_target"] == 99.0
     assert rows["svc-a"]["active"] is True
     assert json.loads(rows["svc-a"]["endpoints"])[0]["url"] == "http://127.0.0.1:9/health"
     created_a = rows["svc-a"]["created_at"]
 
     t1 = t0 + timedelta(seconds=5)
-    await define(js, make_service_defined(service_id="svc-a", name="A v2", timeout_ms=2000,
-                                          defined_at=t1))
-    await define(js, make_service_defined(service_id="svc-b", name="B", active=False,
-                                          defined_at=t1))
+    await define(
+        js, make_service_defined(service_id="svc-a", name="A v2", timeout_ms=2000, defined_at=t1)
+    )
+    await define(
+        js, make_service_defined(service_id="svc-b", name="B", active=False, defined_at=t1)
+    )
     rows = await eventually(
         lambda: services(settings),
         until=lambda r: r["svc-a"]["name"] == "A v2" and r["svc-b"]["active"] is False,
@@ -72,7 +76,8 @@ async def test_catalog_is_created_updated_and_marked_inactive(
     # A late, older definition must not roll the row back.
     await define(js, make_service_defined(service_id="svc-a", name="A stale", defined_at=t0))
     await define(js, make_service_defined(service_id="svc-c", name="C", defined_at=t1))
-    rows = await eventually(lambda: services(settings), until=lambda r: "svc-c" in r,
-                            what="marker service")
+    rows = await eventually(
+        lambda: services(settings), until=lambda r: "svc-c" in r, what="marker service"
+    )
     assert rows["svc-a"]["name"] == "A v2"
     assert rows["svc-b"]["active"] is False

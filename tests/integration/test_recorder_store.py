@@ -63,7 +63,8 @@ async def recorder(settings: Settings) -> AsyncIterator[Recorder]:
 
 async def publish(js: JetStreamContext, check: CheckCompleted, msg_id: str | None = None) -> None:
     await js.publish(
-        check_subject(check.service_id), check.to_wire(),
+        check_subject(check.service_id),
+        check.to_wire(),
         headers={"Nats-Msg-Id": msg_id or str(check.check_id)},
     )
 
@@ -81,12 +82,22 @@ async def test_every_result_lands_once_with_its_values(
 ) -> None:
     slow = make_endpoint_result(name="search", response_time_ms=1500.0, latency_threshold_ms=1000.0)
     failed = make_endpoint_result(
-        name="login", method="POST", status_code=None, response_time_ms=10000.0, ok=False,
-        error_type="timeout", error_message="no answer within 10000 ms",
+        name="login",
+        method="POST",
+        status_code=None,
+        response_time_ms=10000.0,
+        ok=False,
+        error_type="timeout",
+        error_message="no answer within 10000 ms",
     )
     down = make_check_completed(
-        service_id="svc-b", status="down", duration_ms=10020.0, trigger="manual",
-        region="eu-1", prober_id="p-7", endpoints=[make_endpoint_result(), failed, slow],
+        service_id="svc-b",
+        status="down",
+        duration_ms=10020.0,
+        trigger="manual",
+        region="eu-1",
+        prober_id="p-7",
+        endpoints=[make_endpoint_result(), failed, slow],
     )
     ups = [make_check_completed() for _ in range(24)]
     for check in [*ups, down]:
@@ -135,11 +146,13 @@ async def test_replicas_share_the_durable_consumer(
         checks = [make_check_completed() for _ in range(400)]
         for check in checks:
             await publish(js, check)
-        await eventually(lambda: count(db, "watch_server_logs"), until=lambda n: n >= 400,
-                         what="all rows")
+        await eventually(
+            lambda: count(db, "watch_server_logs"), until=lambda n: n >= 400, what="all rows"
+        )
         await eventually(
             lambda: asyncio.sleep(0, sum(sample(r, "results_stored_total") for r in replicas)),
-            until=lambda n: n >= 400, what="metrics",
+            until=lambda n: n >= 400,
+            what="metrics",
         )
     finally:
         for rec in replicas:
@@ -159,9 +172,11 @@ async def test_same_check_twice_is_one_row(
     await publish(js, sentinel)
 
     async def stored() -> int:
-        return int(await db.fetchval(
-            "SELECT count(*) FROM watch_server_logs WHERE check_id = $1", sentinel.check_id
-        ))
+        return int(
+            await db.fetchval(
+                "SELECT count(*) FROM watch_server_logs WHERE check_id = $1", sentinel.check_id
+            )
+        )
 
     await eventually(stored, until=lambda n: n == 1, what="sentinel stored")
     assert await count(db, "watch_server_logs") == 2
@@ -201,10 +216,12 @@ async def test_malformed_messages_are_dead_lettered_and_the_rest_stored(
     rec = Recorder(settings=settings)
     await rec.start()
     try:
-        letters = await eventually(lambda: dlq_messages(js), until=lambda m: len(m) >= 3,
-                                   what="dead letters")
-        await eventually(lambda: count(db, "watch_server_logs"), until=lambda n: n >= 4,
-                         what="good rows")
+        letters = await eventually(
+            lambda: dlq_messages(js), until=lambda m: len(m) >= 3, what="dead letters"
+        )
+        await eventually(
+            lambda: count(db, "watch_server_logs"), until=lambda n: n >= 4, what="good rows"
+        )
     finally:
         await rec.stop()
 
@@ -232,14 +249,18 @@ async def test_a_row_the_database_refuses_is_isolated(
     await rec.start()
     try:
         letters = await eventually(lambda: dlq_messages(js), what="dead letter")
-        await eventually(lambda: count(db, "watch_server_logs"), until=lambda n: n >= 5,
-                         what="good rows")
+        await eventually(
+            lambda: count(db, "watch_server_logs"), until=lambda n: n >= 5, what="good rows"
+        )
     finally:
         await rec.stop()
     assert await count(db, "watch_server_logs") == 5
-    assert await db.fetchval(
-        "SELECT count(*) FROM watch_server_logs WHERE check_id = $1", refused.check_id
-    ) == 0
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM watch_server_logs WHERE check_id = $1", refused.check_id
+        )
+        == 0
+    )
     assert [body for body, _ in letters] == [refused.to_wire()]
     assert "out of int16 range" in letters[0][1][DLQ_REASON_HEADER]
 
@@ -273,7 +294,8 @@ async def test_partitions_maintained_and_old_or_future_results_not_stored(
     assert ready.status_code == 200
     assert 'dlq_total{reason="future"} 1.0' in metrics.text
     parts = {
-        r["relname"] for r in await db.fetch(
+        r["relname"]
+        for r in await db.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'watch_server_logs'"
         )

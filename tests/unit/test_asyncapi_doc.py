@@ -16,6 +16,12 @@ def test_every_public_subject_is_documented() -> None:
     doc = yaml.safe_load(render())
     addresses = {ch.get("address", "") for ch in doc["channels"].values()}
     text = " ".join(addresses)
-    for subject in ("watch.check.", "watch.service.", "watch.event.status.", "watch.event.sla.",
-                    "watch.probe.run", "watch.dlq."):
+    for subject in (
+        "watch.check.",
+        "watch.service.",
+        "watch.event.status.",
+        "watch.event.sla.",
+        "watch.probe.run",
+        "watch.dlq.",
+    ):
         assert subject in text, f"{subject} missing from the AsyncAPI channels: {sorted(addresses)}"

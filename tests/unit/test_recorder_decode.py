@@ -87,11 +87,11 @@ def test_service_definitions_decode() -> None:
 def test_rows_carry_the_check_and_its_first_failure() -> None:
     ok = make_endpoint_result(name="a")
     slow = make_endpoint_result(name="b", response_time_ms=900.0, latency_threshold_ms=500.0)
-    dns = make_endpoint_result(name="c", ok=False, status_code=None, error_type="dns",
-                               error_message="no such host\x00")
+    dns = make_endpoint_result(
+        name="c", ok=False, status_code=None, error_type="dns", error_message="no such host\x00"
+    )
     tls = make_endpoint_result(name="d", ok=False, error_type="tls", error_message="bad cert")
-    check = make_check_completed(status="down", duration_ms=1234.5,
-                                 endpoints=[ok, slow, dns, tls])
+    check = make_check_completed(status="down", duration_ms=1234.5, endpoints=[ok, slow, dns, tls])
     logs = log_columns([check])
     row = [col[0] for col in logs]
     assert row[0] == check.check_id and row[1] == check.started_at

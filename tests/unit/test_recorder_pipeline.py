@@ -81,10 +81,15 @@ def make(
 
     stopping = asyncio.Event()
     pipeline = BatchPipeline[str](
-        decode=decode, store=store,
+        decode=decode,
+        store=store,
         dead_letters=DeadLetters(publish=publish, consumer="recorder", metrics=metrics),
-        health=DbHealth(gauge=metrics.db_up), metrics=metrics, stopping=stopping,
-        backoff_start=0.001, backoff_max=0.01, **kw,
+        health=DbHealth(gauge=metrics.db_up),
+        metrics=metrics,
+        stopping=stopping,
+        backoff_start=0.001,
+        backoff_max=0.01,
+        **kw,
     )
     return pipeline, letters, metrics, stopping
 
