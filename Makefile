@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit lint format migrate asyncapi bench clean
+.PHONY: install run test test-unit lint format migrate asyncapi bench bench-ingest clean
 
 # A venv with every service and the embedded NATS/PostgreSQL wheels, rebuilt when pyproject changes.
 $(STAMP): pyproject.toml
@@ -39,6 +39,12 @@ migrate: install
 
 asyncapi: install
 	$(BIN)/python -m deploy.asyncapi
+
+# Benchmarks: figures next to a baseline measured in the same run (never timed tests).
+bench: bench-ingest
+
+bench-ingest: install
+	$(BIN)/python bench/bench_ingest.py
 
 clean:
 	rm -rf .data watch-server.log .pytest_cache .mypy_cache .ruff_cache

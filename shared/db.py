@@ -16,7 +16,7 @@ import asyncpg
 
 MIGRATIONS_PACKAGE = "shared.migrations"
 _LOCK_ID = 0x5741_5443_4801  # "WATCH" + 1: one advisory lock for migrations
-RAW_TABLES = ("watch_server_logs", "api_response_times")
+RAW_TABLES = ("check_results", "endpoint_results")
 
 
 class SchemaError(RuntimeError):

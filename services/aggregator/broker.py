@@ -40,8 +40,26 @@ async def _defer_decoding(message: NatsBatchMessage) -> list[object]:
     return []
 
 
-def build_broker(settings: Settings, *, on_batch: BatchHandler | None = None) -> NatsBroker:
-    """The aggregator's broker with its subscriber and publishers declared, not connected."""
+def checks_consumer_config(settings: Settings) -> ConsumerConfig:
+    """The durable checks consumer as the aggregator declares it."""
+    return ConsumerConfig(
+        durable_name=CONSUMER,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=JsAckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_SECONDS,
+        max_deliver=MAX_DELIVER,
+        max_ack_pending=max(1000, 8 * settings.aggregator_batch_size),
+    )
+
+
+def build_broker(
+    settings: Settings, *, on_batch: BatchHandler | None = None, include_checks: bool = True
+) -> NatsBroker:
+    """The aggregator's broker with its subscriber and publishers declared, not connected.
+
+    The running service passes include_checks=False: it pulls checks with
+    shared.jetstream_pull (no per-message fetch overhead).
+    """
     broker = NatsBroker(
         [url.strip() for url in settings.nats_url.split(",")],
         max_reconnect_attempts=-1,
@@ -51,36 +69,31 @@ def build_broker(settings: Settings, *, on_batch: BatchHandler | None = None) ->
         logger=logging.getLogger("faststream.aggregator"),
     )
 
-    @broker.subscriber(
-        CHECK_SUBJECTS,
-        stream=JStream(CHECKS_STREAM, declare=False),
-        durable=CONSUMER,
-        pull_sub=PullSub(
-            batch_size=settings.aggregator_batch_size, timeout=BATCH_TIMEOUT_SECONDS, batch=True
-        ),
-        config=ConsumerConfig(
-            durable_name=CONSUMER,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=JsAckPolicy.EXPLICIT,
-            ack_wait=ACK_WAIT_SECONDS,
-            max_deliver=MAX_DELIVER,
-            max_ack_pending=max(1000, 8 * settings.aggregator_batch_size),
-        ),
-        ack_policy=AckPolicy.MANUAL,
-        decoder=_defer_decoding,
-        title="aggregator:watch.check.>",
-        description=(
-            "Durable pull consumer `aggregator` on WATCH_CHECKS: counts each check once into "
-            "api_call_logs, api_call_logs_hourly and uptime_records; acks after commit."
-        ),
-    )
-    async def consume_checks(
-        body: list[CheckCompleted],
-        message: Annotated[NatsBatchMessage, Context("message")],
-    ) -> None:
-        if on_batch is None:  # a broker built for the AsyncAPI document only
-            raise RuntimeError("aggregator broker built without a batch handler")
-        await on_batch(message)
+    if include_checks:
+
+        @broker.subscriber(
+            CHECK_SUBJECTS,
+            stream=JStream(CHECKS_STREAM, declare=False),
+            durable=CONSUMER,
+            pull_sub=PullSub(
+                batch_size=settings.aggregator_batch_size, timeout=BATCH_TIMEOUT_SECONDS, batch=True
+            ),
+            config=checks_consumer_config(settings),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_defer_decoding,
+            title="aggregator:watch.check.>",
+            description=(
+                "Durable pull consumer `aggregator` on WATCH_CHECKS: counts each check once into "
+                "api_call_logs, api_call_logs_hourly and uptime_records; acks after commit."
+            ),
+        )
+        async def consume_checks(
+            body: list[CheckCompleted],
+            message: Annotated[NatsBatchMessage, Context("message")],
+        ) -> None:
+            if on_batch is None:  # a broker built for the AsyncAPI document only
+                raise RuntimeError("aggregator broker built without a batch handler")
+            await on_batch(message)
 
     events = JStream(EVENTS_STREAM, declare=False)
     broker.publisher(

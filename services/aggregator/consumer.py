@@ -17,10 +17,11 @@ import contextlib
 import hashlib
 import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import asyncpg
-from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
@@ -52,6 +53,31 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
 )
+
+
+class Batch(Protocol):
+    """A pulled batch: its raw JetStream messages, and a way to say it is still in work."""
+
+    @property
+    def raw_message(self) -> Sequence[Msg]: ...
+
+    async def in_progress(self) -> None: ...
+
+
+class PulledBatch:
+    """A Batch over messages from the pull loop."""
+
+    def __init__(self, msgs: Sequence[Msg]) -> None:
+        self._msgs = list(msgs)
+
+    @property
+    def raw_message(self) -> Sequence[Msg]:
+        return self._msgs
+
+    async def in_progress(self) -> None:
+        for msg in self._msgs:
+            if not msg._ackd:
+                await msg.in_progress()
 
 
 class DbHealth:
@@ -110,7 +136,7 @@ class CheckConsumer:
         """Give up a batch that is waiting for PostgreSQL (it stays unacked)."""
         self._stopping.set()
 
-    async def handle(self, message: NatsBatchMessage) -> None:
+    async def handle(self, message: Batch) -> None:
         """Apply one pulled batch."""
         started = time.perf_counter()
         raws: list[Msg] = list(message.raw_message)
@@ -162,9 +188,7 @@ class CheckConsumer:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def _apply(
-        self, message: NatsBatchMessage, checks: list[CheckCompleted]
-    ) -> Applied | None:
+    async def _apply(self, message: Batch, checks: list[CheckCompleted]) -> Applied | None:
         """Apply until committed; None when the batch was given back to JetStream."""
         delay, conflicts, partition_retries = 0.2, 0, 0
         while True:
@@ -198,7 +222,7 @@ class CheckConsumer:
                 await self._give_back(message, checks)
                 return None
 
-    async def _give_back(self, message: NatsBatchMessage, checks: list[CheckCompleted]) -> None:
+    async def _give_back(self, message: Batch, checks: list[CheckCompleted]) -> None:
         log.error("batch_failed", exc=True, checks=len(checks))
         for raw in message.raw_message:
             if raw._ackd:

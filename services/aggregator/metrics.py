@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from shared.backlog import BacklogGauges
+
 
 class AggregatorMetrics:
     """Counters and histograms scraped from /metrics."""
@@ -36,3 +38,4 @@ class AggregatorMetrics:
             registry=r,
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
         )
+        self.backlog = BacklogGauges(r)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,7 @@ from uuid import UUID
 
 from shared import histogram
 from shared.events import CheckCompleted, CheckStatus
+from shared.rollup_row import COUNT_COLUMNS, ROLLUP_COLUMNS
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Counters:
             if call.within_threshold:
                 self.within_threshold += 1
             if call.status_code is not None:
-                ms = call.response_time_ms
+                ms = as_stored(call.response_time_ms)
                 self.timed_requests += 1
                 self.sum_response_time_ms += ms
                 lo, hi = self.min_response_time_ms, self.max_response_time_ms
@@ -66,18 +68,7 @@ class Counters:
 
     def merge(self, other: Counters) -> None:
         """Add another row's counters into this one (what the SQL upsert does)."""
-        for name in (
-            "total_checks",
-            "up_checks",
-            "degraded_checks",
-            "down_checks",
-            "total_requests",
-            "successful_requests",
-            "failed_requests",
-            "within_threshold",
-            "timed_requests",
-            "sum_response_time_ms",
-        ):
+        for name in (*COUNT_COLUMNS, "sum_response_time_ms"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.min_response_time_ms = _pick(
             min, self.min_response_time_ms, other.min_response_time_ms
@@ -87,6 +78,15 @@ class Counters:
         )
         self.errors = histogram.merge([self.errors, other.errors])
         self.latency_hist = histogram.merge([self.latency_hist, other.latency_hist])
+
+
+_REAL = struct.Struct("<f")
+REAL_MAX = 3.4028234663852886e38  # the largest PostgreSQL `real`
+
+
+def as_stored(ms: float) -> float:
+    """The value as the raw tables keep it (`real`), so a rebuild from raw data adds up the same."""
+    return float(_REAL.unpack(_REAL.pack(ms))[0])
 
 
 def _pick(fn: object, a: float | None, b: float | None) -> float | None:
@@ -135,20 +135,7 @@ def columns(
     keys = sorted(rows)
     cols: list[list[object]] = [[k[0] for k in keys], [k[1] for k in keys]]
     counters = [rows[k] for k in keys]  # type: ignore[index]
-    for name in (
-        "total_checks",
-        "up_checks",
-        "degraded_checks",
-        "down_checks",
-        "total_requests",
-        "successful_requests",
-        "failed_requests",
-        "within_threshold",
-        "timed_requests",
-        "sum_response_time_ms",
-        "min_response_time_ms",
-        "max_response_time_ms",
-    ):
+    for name in ROLLUP_COLUMNS[:-2]:  # the jsonb maps follow, as JSON text
         cols.append([getattr(c, name) for c in counters])
     cols.append([json.dumps(c.errors) for c in counters])
     cols.append([json.dumps(c.latency_hist) for c in counters])
@@ -160,6 +147,8 @@ def is_well_formed(check: CheckCompleted) -> str | None:
     for call in check.endpoints:
         if not math.isfinite(call.response_time_ms):
             return f"endpoint {call.name!r}: responseTimeMs is not a finite number"
+        if call.response_time_ms > REAL_MAX:  # the recorder could not store it either
+            return f"endpoint {call.name!r}: responseTimeMs is out of range"
     return None
 
 

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
-from services.aggregator.broker import build_broker
-from services.aggregator.consumer import TRANSIENT_ERRORS, CheckConsumer, DbHealth
+from services.aggregator.broker import build_broker, checks_consumer_config
+from services.aggregator.consumer import (
+    CONSUMER,
+    TRANSIENT_ERRORS,
+    CheckConsumer,
+    DbHealth,
+    PulledBatch,
+)
 from services.aggregator.metrics import AggregatorMetrics
 from services.aggregator.outbox import OutboxRelay
 from services.aggregator.store import RollupStore
 from shared import db
-from shared.jetstream import guard_fetch_timeouts
+from shared.backlog import sample_forever
+from shared.events import CHECK_SUBJECTS, CHECKS_STREAM
+from shared.jetstream_pull import PullLoop, ensure_consumer
 from shared.logs import get_log
 from shared.ops import OpsServer
 from shared.settings import Settings
@@ -28,6 +38,8 @@ DEFAULT_OPS_PORT = 9103
 RELAY_INTERVAL_SECONDS = 5.0
 MAINTENANCE_INTERVAL_SECONDS = 3600.0
 FINAL_RELAY_SECONDS = 5.0
+BACKLOG_INTERVAL_SECONDS = 5.0
+STOP_SECONDS = 30.0
 
 
 class Aggregator:
@@ -50,6 +62,7 @@ class Aggregator:
         self._broker: NatsBroker | None = None
         self._nc: NatsClient | None = None
         self._consumer: CheckConsumer | None = None
+        self._pull: PullLoop | None = None
         self._relay: OutboxRelay | None = None
         self._store: RollupStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,10 +84,17 @@ class Aggregator:
         await self.ops.start()
         self._pool = await self._open_database()
         self._store = RollupStore(pool=self._pool, settings=self.settings)
-        self._broker = build_broker(self.settings, on_batch=self._on_batch)
+        self._broker = build_broker(self.settings, include_checks=False)
         nc = self._nc = await self._broker.connect()
         js = nc.jetstream()
         await ensure_streams(js, self.settings)
+        await ensure_consumer(
+            js,
+            stream=CHECKS_STREAM,
+            durable=CONSUMER,
+            subjects=CHECK_SUBJECTS,
+            config=checks_consumer_config(self.settings),
+        )
         self._relay = OutboxRelay(store=self._store, js=js, metrics=self.metrics)
         self._consumer = CheckConsumer(
             store=self._store,
@@ -87,11 +107,31 @@ class Aggregator:
         await self._maintain()
         await self._flush()
         await self._broker.start()
-        guard_fetch_timeouts(self._broker)
+        self._pull = PullLoop(
+            nc=nc,
+            stream=CHECKS_STREAM,
+            durable=CONSUMER,
+            handler=self._on_batch,
+            batch=self.settings.aggregator_batch_size,
+            # One batch at a time: status transitions are decided in stream order.
+            workers=1,
+        )
+        self._pull.start()
         self._consuming = self._consuming_started = True
         self._tasks = [
             asyncio.create_task(self._relay_loop(), name="aggregator-relay"),
             asyncio.create_task(self._maintenance_loop(), name="aggregator-maintenance"),
+            asyncio.create_task(
+                sample_forever(
+                    js=js,
+                    stream=CHECKS_STREAM,
+                    durable=CONSUMER,
+                    subjects=CHECK_SUBJECTS,
+                    gauges=self.metrics.backlog,
+                    interval=BACKLOG_INTERVAL_SECONDS,
+                ),
+                name="aggregator-backlog",
+            ),
         ]
         log.info("started", ops_port=self.ops.port, batch_size=self.settings.aggregator_batch_size)
 
@@ -101,9 +141,10 @@ class Aggregator:
         if self._consumer is not None:
             self._consumer.stop()
         if self._broker is not None:
-            if self._consuming_started:
-                for subscriber in self._broker.subscribers:
-                    await subscriber.stop()  # waits for the in-flight batch (graceful_timeout)
+            if self._consuming_started and self._pull is not None:
+                # Waits for the batches in flight (a batch waiting for PostgreSQL gives up).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._pull.stop(), STOP_SECONDS)
                 # Events the last batches decided go out now, not at the next start.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._flush(), FINAL_RELAY_SECONDS)
@@ -120,9 +161,9 @@ class Aggregator:
         await self.ops.stop()
         log.info("stopped")
 
-    async def _on_batch(self, message: object) -> None:
+    async def _on_batch(self, msgs: Sequence[Msg]) -> None:
         assert self._consumer is not None
-        await self._consumer.handle(message)  # type: ignore[arg-type]
+        await self._consumer.handle(PulledBatch(msgs))
 
     async def _open_database(self) -> asyncpg.Pool:
         """Apply migrations and open the pool, retrying while PostgreSQL is unreachable."""

@@ -26,6 +26,7 @@ from shared.events import (
     SlaWindow,
     StatusChanged,
 )
+from shared.rollup_row import ROLLUP_COLUMNS
 from shared.settings import Settings
 
 APPLIED_TABLE = "aggregator_applied"
@@ -34,11 +35,7 @@ _OUTBOX_LOCK = 0x5741_5443_4833  # one replica relays the outbox at a time, keep
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
-_COUNTER_COLUMNS = (
-    "total_checks, up_checks, degraded_checks, down_checks, total_requests, "
-    "successful_requests, failed_requests, within_threshold, timed_requests, "
-    "sum_response_time_ms, min_response_time_ms, max_response_time_ms, errors, latency_hist"
-)
+_COUNTER_COLUMNS = ", ".join(ROLLUP_COLUMNS)
 _UNNEST_TYPES = (
     "$1::text[], $2::{key}[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], "
     "$7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::float8[], "

@@ -34,6 +34,9 @@ ACK_WAIT_SECONDS = 30.0
 # in-progress acks). Past this many deliveries JetStream stops offering it: a message that
 # crashes every replica must not stop the stream forever.
 MAX_DELIVER = 50
+# Redeliveries after a replica died holding a message come later and later (the first one
+# after ACK_WAIT_SECONDS), so a message that crashes every replica does not crash-loop them.
+REDELIVERY_BACKOFF_SECONDS = (ACK_WAIT_SECONDS, 60.0, 120.0, 300.0, 600.0)
 SERVICES_BATCH_SIZE = 100
 
 
@@ -53,31 +56,21 @@ async def _raw_bodies(msg: NatsBatchMessage) -> list[bytes]:
 
 def _consumer_config(max_ack_pending: int) -> ConsumerConfig:
     return ConsumerConfig(
-        ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER, max_ack_pending=max_ack_pending
+        ack_wait=ACK_WAIT_SECONDS,
+        backoff=list(REDELIVERY_BACKOFF_SECONDS),
+        max_deliver=MAX_DELIVER,
+        max_ack_pending=max_ack_pending,
     )
 
 
-def build_broker(
-    settings: Settings,
-    *,
-    checks: BatchHandler | None = None,
-    services: BatchHandler | None = None,
-) -> NatsBroker:
-    """The recorder's broker, not connected; handlers are None when only the spec is wanted."""
-    broker = NatsBroker(
-        settings.nats_url.split(","),
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        # Through the service's own log format (and level) instead of faststream's handler.
-        logger=logging.getLogger("faststream.recorder"),
-    )
+def _declare_checks(broker: NatsBroker, settings: Settings, checks: BatchHandler | None) -> None:
     batch = settings.recorder_batch_size
 
     @broker.subscriber(
         CHECK_SUBJECTS,
         stream=JStream(CHECKS_STREAM, declare=False),
         durable=CHECKS_CONSUMER,
-        config=_consumer_config(max_ack_pending=max(batch * 8, 1000)),
+        config=checks_consumer_config(settings),
         pull_sub=PullSub(batch_size=batch, timeout=BATCH_TIMEOUT_SECONDS, batch=True),
         ack_policy=AckPolicy.MANUAL,
         decoder=_raw_bodies,
@@ -95,6 +88,33 @@ def build_broker(
         if checks is None:
             raise RuntimeError("this broker was built for its specification only")
         await checks.handle(message.raw_message)
+
+
+def checks_consumer_config(settings: Settings) -> ConsumerConfig:
+    """The checks consumer's settings (declared for the spec, created by the pull loop)."""
+    return _consumer_config(max_ack_pending=max(settings.recorder_batch_size * 8, 1000))
+
+
+def build_broker(
+    settings: Settings,
+    *,
+    checks: BatchHandler | None = None,
+    services: BatchHandler | None = None,
+    include_checks: bool = True,
+) -> NatsBroker:
+    """The recorder's broker, not connected; handlers are None when only the spec is wanted.
+
+    The running service passes include_checks=False: its checks consumer runs on pull.py.
+    """
+    broker = NatsBroker(
+        settings.nats_url.split(","),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        # Through the service's own log format (and level) instead of faststream's handler.
+        logger=logging.getLogger("faststream.recorder"),
+    )
+    if include_checks:
+        _declare_checks(broker, settings, checks)
 
     @broker.subscriber(
         SERVICE_SUBJECTS,

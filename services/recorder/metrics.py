@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.backlog import BacklogGauges
+
 
 class RecorderMetrics:
     """Counters and histograms scraped from /metrics."""
@@ -39,3 +41,4 @@ class RecorderMetrics:
             registry=r,
         )
         self.db_up = Gauge("db_up", "1 while PostgreSQL answers, else 0.", registry=r)
+        self.backlog = BacklogGauges(r)

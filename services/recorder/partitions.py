@@ -9,9 +9,11 @@ from typing import Literal
 
 import asyncpg
 
-from shared.db import RAW_TABLES, drop_partitions_before, ensure_partitions, partition_window
+from shared.db import drop_partitions_before, ensure_partitions, partition_window
 
 AHEAD_DAYS = 7
+# The physical raw tables (migration 002); watch_server_logs and api_response_times are views.
+RAW_TABLES = ("check_results", "endpoint_results")
 # Advisory lock keys ("RECD" + n): creating partitions is serialised between replicas
 # (two CREATE TABLE of the same partition would race); maintenance runs on one replica.
 _CREATE_LOCK = 0x5245_4344_0001
@@ -42,15 +44,21 @@ class PartitionKeeper:
         retention_days: int,
         today: Callable[[], date] = utc_today,
         ahead_days: int = AHEAD_DAYS,
+        lock_timeout_ms: int = 5000,
     ) -> None:
         self.retention_days = retention_days
         self.ahead_days = ahead_days
+        self.lock_timeout_ms = lock_timeout_ms
         self._today = today
         self._known: set[date] = set()
+        self._window: tuple[date, tuple[date, date]] | None = None
 
     def window(self) -> tuple[date, date]:
         """The first and last day that may hold rows now."""
-        return partition_window(self._today(), self.retention_days, self.ahead_days)
+        today = self._today()
+        if self._window is None or self._window[0] != today:  # called once per message
+            self._window = (today, partition_window(today, self.retention_days, self.ahead_days))
+        return self._window[1]
 
     def classify(self, day: date) -> DayClass:
         """Whether a row of this day is stored, already past retention, or too far ahead."""
@@ -80,12 +88,19 @@ class PartitionKeeper:
         return created
 
     async def maintain(self, *, conn: asyncpg.Connection) -> Maintenance | None:
-        """Create the window's partitions and drop expired ones; None if another replica is."""
+        """Create the window's partitions and drop expired ones; None if another replica is.
+
+        Dropping a partition is a DROP TABLE (no row is deleted one by one), but it needs a
+        brief exclusive lock on the parent: past `lock_timeout_ms` of waiting behind a long
+        reader it gives up (asyncpg.LockNotAvailableError) instead of stalling every writer
+        queued behind it, and the next run tries again.
+        """
         first, last = self.window()
         async with conn.transaction():
             got = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _MAINTENANCE_LOCK)
             if not got:
                 return None
+            await conn.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _CREATE_LOCK)
             created = dropped = 0
             for table in RAW_TABLES:

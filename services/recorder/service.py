@@ -16,6 +16,7 @@ from services.recorder.broker import (
     DLQ_RECORDER_SUBJECT,
     SERVICES_CONSUMER,
     build_broker,
+    checks_consumer_config,
 )
 from services.recorder.dbhealth import DbHealth
 from services.recorder.decode import decode_check, decode_service
@@ -28,9 +29,17 @@ from services.recorder.storage import (
     RawStore,
     is_transient,
 )
+from shared.backlog import sample_forever
 from shared.db import create_pool, migrate
-from shared.events import DLQ_STREAM, CheckCompleted, ServiceDefined
+from shared.events import (
+    CHECK_SUBJECTS,
+    CHECKS_STREAM,
+    DLQ_STREAM,
+    CheckCompleted,
+    ServiceDefined,
+)
 from shared.jetstream import guard_fetch_timeouts
+from shared.jetstream_pull import PullLoop, ensure_consumer
 from shared.logs import get_log
 from shared.ops import OpsServer
 from shared.settings import Settings
@@ -41,6 +50,7 @@ log = get_log(__name__)
 DEFAULT_OPS_PORT = 9102
 MAINTENANCE_SECONDS = 3600.0
 DRAIN_SECONDS = 20.0
+BACKLOG_SECONDS = 5.0
 
 
 class Recorder:
@@ -55,6 +65,8 @@ class Recorder:
         self._stopping = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self.broker: NatsBroker | None = None
+        self.pull: PullLoop | None = None
+        self._backlog: asyncio.Task[None] | None = None
         self.ops: OpsServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._pipelines: list[BatchPipeline[object]] = []
@@ -75,27 +87,59 @@ class Recorder:
         raw = PgRawStore(pool=self.pool, partitions=self.partitions)
         catalog = PgCatalogStore(pool=self.pool)
         checks, services = self._pipeline_for_checks(raw), self._pipeline_for_services(catalog)
-        self.broker = build_broker(s, checks=checks, services=services)
+        # The checks consumer runs on the lean pull loop (pull.py); faststream keeps the
+        # catalog consumer and the dead-letter publisher.
+        self.broker = build_broker(s, services=services, include_checks=False)
         await self.broker.connect()
-        await ensure_streams(self.broker.connection.jetstream(), s)
+        js = self.broker.connection.jetstream()
+        await ensure_streams(js, s)
+        await ensure_consumer(
+            js,
+            stream=CHECKS_STREAM,
+            durable=CHECKS_CONSUMER,
+            subjects=CHECK_SUBJECTS,
+            config=checks_consumer_config(s),
+        )
         await self.maintain()
         self._maintenance = asyncio.create_task(self._maintenance_loop())
         await self.broker.start()
         guard_fetch_timeouts(self.broker)
+        self.pull = PullLoop(
+            nc=self.broker.connection,
+            stream=CHECKS_STREAM,
+            durable=CHECKS_CONSUMER,
+            handler=checks.handle,
+            batch=s.recorder_batch_size,
+        )
+        self.pull.start()
+        self._backlog = asyncio.create_task(
+            sample_forever(
+                js=js,
+                stream=CHECKS_STREAM,
+                durable=CHECKS_CONSUMER,
+                subjects=CHECK_SUBJECTS,
+                gauges=self.metrics.backlog,
+                interval=BACKLOG_SECONDS,
+            )
+        )
         log.info("recorder_started", ops_port=self.ops.port, batch_size=s.recorder_batch_size)
 
     async def stop(self) -> None:
         """Finish the batches in hand (ack what committed), then close everything."""
         self._stopping.set()
+        if self.pull is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.pull.stop(), DRAIN_SECONDS)
         if self._pipelines:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     asyncio.gather(*(p.idle.wait() for p in self._pipelines)), DRAIN_SECONDS
                 )
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._backlog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.broker is not None:
             await self.broker.stop()
         if self.pool is not None:
@@ -129,6 +173,9 @@ class Recorder:
         try:
             async with self.pool.acquire() as conn:
                 done = await self.partitions.maintain(conn=cast(asyncpg.Connection, conn))
+        except asyncpg.LockNotAvailableError:
+            log.warning("partition_maintenance_postponed", reason="parent table busy")
+            return
         except Exception as exc:
             if not is_transient(exc):
                 raise

@@ -33,8 +33,14 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+class RowsRefused(Exception):
+    """A value cannot be encoded for its column (e.g. a status code beyond smallint)."""
+
+
 def is_refusal(exc: BaseException) -> bool:
-    """True when the database answered and refused the rows (bad value, constraint)."""
+    """True when the rows cannot be stored as they are (bad value, constraint)."""
+    if isinstance(exc, RowsRefused):
+        return True
     return isinstance(exc, asyncpg.PostgresError) and not is_transient(exc)
 
 
@@ -67,75 +73,153 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "") if value is not None else None
 
 
-_INSERT_LOGS = """
-INSERT INTO watch_server_logs (
-    check_id, started_at, service_id, scheduled_at, status, response_time_ms,
-    endpoint_count, failed_count, error_type, error_message, region, prober_id, trigger)
-SELECT * FROM unnest(
-    $1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::text[], $6::real[],
-    $7::smallint[], $8::smallint[], $9::text[], $10::text[], $11::text[], $12::text[],
-    $13::text[])
-ON CONFLICT DO NOTHING
+# One-byte codes of the compact raw tables (migration 002; the views decode them);
+# asyncpg sends PostgreSQL's "char" as bytes.
+STATUS_CODES = {"up": b"u", "degraded": b"g", "down": b"d"}
+TRIGGER_CODES = {"scheduled": b"s", "manual": b"m"}
+ERROR_CODES = {
+    "timeout": b"t",
+    "connection": b"c",
+    "dns": b"n",
+    "tls": b"s",
+    "http_status": b"h",
+    "assertion": b"a",
+    "other": b"o",
+}
+
+CHECK_COLUMNS = (
+    "check_id",
+    "started_at",
+    "service_ref",
+    "source_ref",
+    "response_time_ms",
+    "endpoint_ref",
+    "status_code",
+    "endpoint_count",
+    "failed_count",
+    "status",
+    "trigger",
+    "error_type",
+    "within_threshold",
+    "error_message",
+)
+ENDPOINT_COLUMNS = (
+    "check_id",
+    "started_at",
+    "response_time_ms",
+    "endpoint_ref",
+    "endpoint_index",
+    "status_code",
+    "ok",
+    "within_threshold",
+    "error_type",
+)
+# Per-connection staging tables for binary COPY, emptied at each commit. Sent as one
+# simple-protocol round trip per batch; "already exists" is only a notice.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS recorder_checks (LIKE check_results) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS recorder_endpoints (LIKE endpoint_results) ON COMMIT DELETE ROWS
 """
-
-_INSERT_TIMES = """
-INSERT INTO api_response_times (
-    check_id, endpoint_index, started_at, service_id, endpoint_name, method, status_code,
-    response_time_ms, ok, within_threshold, error_type)
-SELECT * FROM unnest(
-    $1::uuid[], $2::smallint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-    $7::smallint[], $8::real[], $9::boolean[], $10::boolean[], $11::text[])
-ON CONFLICT DO NOTHING
-"""
+_MOVE_CHECKS = (
+    f"INSERT INTO check_results ({', '.join(CHECK_COLUMNS)}) "
+    f"SELECT {', '.join(CHECK_COLUMNS)} FROM recorder_checks ON CONFLICT DO NOTHING"
+)
+_MOVE_ENDPOINTS = (
+    f"INSERT INTO endpoint_results ({', '.join(ENDPOINT_COLUMNS)}) "
+    f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM recorder_endpoints ON CONFLICT DO NOTHING"
+)
 
 
-def log_columns(checks: Sequence[CheckCompleted]) -> list[list[object]]:
-    """The watch_server_logs columns of the checks, one array per column."""
-    cols: list[list[object]] = [[] for _ in range(13)]
+class Refs:
+    """Small integer ids of names (service, region/prober, endpoint), cached per process."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, int] = {}
+        self.sources: dict[tuple[str, str], int] = {}
+        self.endpoints: dict[tuple[str, str, str], int] = {}
+
+    async def resolve(self, conn: asyncpg.Connection, checks: Sequence[CheckCompleted]) -> None:
+        """Get or create the ids the checks need (ids are never deleted, so caching is safe)."""
+        for c in checks:
+            if c.service_id not in self.services:
+                self.services[c.service_id] = await conn.fetchval(
+                    "SELECT watch_service_ref($1)", c.service_id
+                )
+            source = (c.region, c.prober_id)
+            if source not in self.sources:
+                self.sources[source] = await conn.fetchval(
+                    "SELECT watch_source_ref($1, $2)", *source
+                )
+            for e in c.endpoints:
+                key = (c.service_id, _text(e.name) or "", e.method)
+                if key not in self.endpoints:
+                    self.endpoints[key] = await conn.fetchval(
+                        "SELECT watch_endpoint_ref($1, $2, $3)", *key
+                    )
+
+    def forget(self) -> None:
+        """Drop the cache (a database restored from elsewhere may number names differently)."""
+        self.services.clear()
+        self.sources.clear()
+        self.endpoints.clear()
+
+
+def check_rows(
+    checks: Sequence[CheckCompleted], refs: Refs
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The check_results rows, and the endpoint_results rows of multi-endpoint checks."""
+    out: list[tuple[object, ...]] = []
+    calls: list[tuple[object, ...]] = []
     for c in checks:
         failed = [e for e in c.endpoints if not e.ok]
         first = failed[0] if failed else None
-        row = (
-            c.check_id,
-            c.started_at,
-            c.service_id,
-            c.scheduled_at,
-            c.status,
-            c.duration_ms,
-            len(c.endpoints),
-            len(failed),
-            first.error_type if first else None,
-            _text(first.error_message) if first else None,
-            c.region,
-            c.prober_id,
-            c.trigger,
-        )
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
-    return cols
-
-
-def time_columns(checks: Sequence[CheckCompleted]) -> list[list[object]]:
-    """The api_response_times columns of every endpoint call of the checks."""
-    cols: list[list[object]] = [[] for _ in range(11)]
-    for c in checks:
-        for index, e in enumerate(c.endpoints):
-            row = (
+        one = c.endpoints[0] if len(c.endpoints) == 1 else None
+        out.append(
+            (
                 c.check_id,
-                index,
                 c.started_at,
-                c.service_id,
-                _text(e.name),
-                e.method,
-                e.status_code,
-                e.response_time_ms,
-                e.ok,
-                e.within_threshold,
-                e.error_type,
+                refs.services[c.service_id],
+                refs.sources[(c.region, c.prober_id)],
+                one.response_time_ms if one else c.duration_ms,
+                refs.endpoints[(c.service_id, _text(one.name) or "", one.method)] if one else None,
+                one.status_code if one else None,
+                len(c.endpoints),
+                len(failed),
+                STATUS_CODES[c.status],
+                TRIGGER_CODES[c.trigger],
+                ERROR_CODES[first.error_type] if first and first.error_type else None,
+                all(e.within_threshold for e in c.endpoints),
+                _text(first.error_message) if first else None,
             )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-    return cols
+        )
+        if one is None:
+            for index, e in enumerate(c.endpoints):
+                calls.append(
+                    (
+                        c.check_id,
+                        c.started_at,
+                        e.response_time_ms,
+                        refs.endpoints[(c.service_id, _text(e.name) or "", e.method)],
+                        index,
+                        e.status_code,
+                        e.ok,
+                        e.within_threshold,
+                        ERROR_CODES[e.error_type] if e.error_type else None,
+                    )
+                )
+    return out, calls
+
+
+async def _copy(
+    conn: asyncpg.Connection,
+    table: str,
+    rows: list[tuple[object, ...]],
+    columns: tuple[str, ...],
+) -> None:
+    try:
+        await conn.copy_records_to_table(table, records=rows, columns=columns)
+    except (OverflowError, ValueError) as exc:  # raised while encoding, client side
+        raise RowsRefused(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _inserted(status: str) -> int:
@@ -143,11 +227,13 @@ def _inserted(status: str) -> int:
 
 
 class PgRawStore:
-    """RawStore on PostgreSQL: two `INSERT ... SELECT FROM unnest(...)` in one transaction."""
+    """RawStore on PostgreSQL: binary COPY into staging tables, then one
+    `INSERT ... SELECT ... ON CONFLICT DO NOTHING` per raw table, in one transaction."""
 
     def __init__(self, *, pool: asyncpg.Pool, partitions: PartitionKeeper) -> None:
         self._pool = pool
         self._partitions = partitions
+        self._refs = Refs()
 
     async def store(self, *, checks: Sequence[CheckCompleted]) -> StoreResult:
         if not checks:
@@ -164,14 +250,23 @@ class PgRawStore:
                     raise
                 self._partitions.forget()
                 return await self._insert(conn, checks, days)
+            except asyncpg.ForeignKeyViolationError:
+                self._refs.forget()
+                raise
 
     async def _insert(
         self, conn: asyncpg.Connection, checks: Sequence[CheckCompleted], days: set[date]
     ) -> StoreResult:
         await self._partitions.ensure(conn=conn, days=days)
+        await self._refs.resolve(conn, checks)
+        rows, calls = check_rows(checks, self._refs)
         async with conn.transaction():
-            stored = _inserted(await conn.execute(_INSERT_LOGS, *log_columns(checks)))
-            await conn.execute(_INSERT_TIMES, *time_columns(checks))
+            await conn.execute(_STAGING)
+            await _copy(conn, "recorder_checks", rows, CHECK_COLUMNS)
+            stored = _inserted(await conn.execute(_MOVE_CHECKS))
+            if calls:
+                await _copy(conn, "recorder_endpoints", calls, ENDPOINT_COLUMNS)
+                await conn.execute(_MOVE_ENDPOINTS)
         return StoreResult(stored=stored, duplicates=len(checks) - stored)
 
 

@@ -39,23 +39,19 @@ async def test_partitions_created_and_dropped(db_url: str) -> None:
     conn = await asyncpg.connect(db_url)
     try:
         assert (
-            await db.ensure_partitions(
-                conn, "watch_server_logs", date(2026, 1, 1), date(2026, 1, 10)
-            )
+            await db.ensure_partitions(conn, "check_results", date(2026, 1, 1), date(2026, 1, 10))
             == 10
         )
         assert (
-            await db.ensure_partitions(
-                conn, "watch_server_logs", date(2026, 1, 1), date(2026, 1, 10)
-            )
+            await db.ensure_partitions(conn, "check_results", date(2026, 1, 1), date(2026, 1, 10))
             == 0
         )
-        assert await db.drop_partitions_before(conn, "watch_server_logs", date(2026, 1, 5)) == 4
+        assert await db.drop_partitions_before(conn, "check_results", date(2026, 1, 5)) == 4
         names = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'watch_server_logs'::regclass ORDER BY 1"
+            "WHERE i.inhparent = 'check_results'::regclass ORDER BY 1"
         )
-        assert names[0]["relname"] == "watch_server_logs_p20260105"
+        assert names[0]["relname"] == "check_results_p20260105"
         assert len(names) == 6
     finally:
         await conn.close()

@@ -229,3 +229,21 @@ def test_event_type_from_msg_id() -> None:
     assert event_type("status-123") == "StatusChanged"
     assert event_type("sla-breached-svc-1") == "SlaBreached"
     assert event_type("sla-recovered-svc-1") == "SlaRecovered"
+
+
+def test_counters_have_the_shared_rollup_columns_in_table_order() -> None:
+    from dataclasses import fields
+
+    from shared.rollup_row import ROLLUP_COLUMNS
+
+    assert tuple(f.name for f in fields(Counters)) == ROLLUP_COLUMNS
+
+
+def test_counted_times_are_the_stored_real_values() -> None:
+    # The raw tables keep `real`: the rollups add the same values, so a rebuild matches.
+    c = Counters()
+    c.add_check(make_check_completed(endpoints=[make_endpoint_result(response_time_ms=0.1)]))
+    assert c.sum_response_time_ms == rollups.as_stored(0.1) != 0.1
+    assert rollups.is_well_formed(
+        make_check_completed(endpoints=[make_endpoint_result(response_time_ms=1e39)])
+    )

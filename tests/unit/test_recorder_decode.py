@@ -10,8 +10,15 @@ from faststream.specification import AsyncAPI
 from services.recorder.broker import build_broker
 from services.recorder.decode import Expired, Rejected, decode_check, decode_service
 from services.recorder.partitions import PartitionKeeper
-from services.recorder.storage import log_columns, time_columns
-from shared.events import CheckCompleted, ServiceDefined
+from services.recorder.storage import (
+    CHECK_COLUMNS,
+    ENDPOINT_COLUMNS,
+    ERROR_CODES,
+    STATUS_CODES,
+    Refs,
+    check_rows,
+)
+from shared.events import ERROR_TYPES, CheckCompleted, ServiceDefined
 from shared.settings import Settings
 from tests.factories import make_check_completed, make_endpoint_result, make_service_defined
 
@@ -84,6 +91,16 @@ def test_service_definitions_decode() -> None:
     assert isinstance(decode_service(service.to_wire()), ServiceDefined)
 
 
+def _refs(*checks: CheckCompleted) -> Refs:
+    refs = Refs()
+    for n, c in enumerate(checks):
+        refs.services[c.service_id] = 7
+        refs.sources[(c.region, c.prober_id)] = 9
+        for i, e in enumerate(c.endpoints):
+            refs.endpoints[(c.service_id, e.name, e.method)] = 10 * n + i
+    return refs
+
+
 def test_rows_carry_the_check_and_its_first_failure() -> None:
     ok = make_endpoint_result(name="a")
     slow = make_endpoint_result(name="b", response_time_ms=900.0, latency_threshold_ms=500.0)
@@ -92,18 +109,39 @@ def test_rows_carry_the_check_and_its_first_failure() -> None:
     )
     tls = make_endpoint_result(name="d", ok=False, error_type="tls", error_message="bad cert")
     check = make_check_completed(status="down", duration_ms=1234.5, endpoints=[ok, slow, dns, tls])
-    logs = log_columns([check])
-    row = [col[0] for col in logs]
-    assert row[0] == check.check_id and row[1] == check.started_at
-    assert row[4:10] == ["down", 1234.5, 4, 2, "dns", "no such host"]
-    assert row[10:] == ["test", "prober-test", "scheduled"]
+    rows, calls = check_rows([check], _refs(check))
+    row = dict(zip(CHECK_COLUMNS, rows[0], strict=True))
+    assert row["check_id"] == check.check_id and row["started_at"] == check.started_at
+    assert (row["service_ref"], row["source_ref"]) == (7, 9)
+    assert (row["response_time_ms"], row["endpoint_ref"], row["status_code"]) == (
+        1234.5,
+        None,
+        None,
+    )
+    assert (row["endpoint_count"], row["failed_count"], row["status"]) == (4, 2, b"d")
+    assert (row["error_type"], row["error_message"]) == (b"n", "no such host")
+    assert (row["trigger"], row["within_threshold"]) == (b"s", False)
 
-    times = time_columns([check])
-    assert times[1] == [0, 1, 2, 3]  # endpoint_index
-    assert times[4] == ["a", "b", "c", "d"]
-    assert times[8] == [True, True, False, False]  # ok
-    assert times[9] == [True, False, False, False]  # within_threshold
-    assert times[10] == [None, None, "dns", "tls"]
+    cols = [dict(zip(ENDPOINT_COLUMNS, c, strict=True)) for c in calls]
+    assert [c["endpoint_index"] for c in cols] == [0, 1, 2, 3]
+    assert [c["endpoint_ref"] for c in cols] == [0, 1, 2, 3]
+    assert [c["ok"] for c in cols] == [True, True, False, False]
+    assert [c["within_threshold"] for c in cols] == [True, False, False, False]
+    assert [c["error_type"] for c in cols] == [None, None, b"n", b"s"]
+
+
+def test_a_one_endpoint_check_is_one_row_with_its_call() -> None:
+    call = make_endpoint_result(status_code=503, ok=False, error_type="http_status")
+    check = make_check_completed(
+        status="down", duration_ms=99.0, trigger="manual", endpoints=[call]
+    )
+    rows, calls = check_rows([check], _refs(check))
+    row = dict(zip(CHECK_COLUMNS, rows[0], strict=True))
+    assert calls == []  # the check row holds the call: no endpoint_results row
+    assert (row["response_time_ms"], row["endpoint_ref"], row["status_code"]) == (12.5, 0, 503)
+    assert (row["error_type"], row["trigger"], row["within_threshold"]) == (b"h", b"m", False)
+    assert set(STATUS_CODES) == {"up", "degraded", "down"}
+    assert set(ERROR_CODES) == set(ERROR_TYPES)
 
 
 def test_the_broker_declares_every_subject_for_the_asyncapi_document() -> None:
