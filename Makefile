@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit lint format migrate asyncapi bench bench-ingest clean
+.PHONY: install run test test-unit lint format migrate asyncapi bench bench-ingest bench-api clean
 
 # A venv with every service and the embedded NATS/PostgreSQL wheels, rebuilt when pyproject changes.
 $(STAMP): pyproject.toml
@@ -41,10 +41,13 @@ asyncapi: install
 	$(BIN)/python -m deploy.asyncapi
 
 # Benchmarks: figures next to a baseline measured in the same run (never timed tests).
-bench: bench-ingest
+bench: bench-ingest bench-api
 
 bench-ingest: install
 	$(BIN)/python bench/bench_ingest.py
+
+bench-api: install
+	$(BIN)/python bench/bench_api.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .data watch-server.log .pytest_cache .mypy_cache .ruff_cache

@@ -11,8 +11,11 @@ from fastapi import Request
 
 from services.api.bus import Bus
 from services.api.cache import StaleCache
+from services.api.gauges import ServiceGauges
 from services.api.http_metrics import HttpMetrics
+from services.api.ratelimit import RateLimiter
 from services.api.schemas import StaleModel
+from services.api.settings import ApiSettings
 from services.api.store import DatabaseUnavailable, MetricsStore
 from shared.logs import get_log
 from shared.settings import Settings
@@ -33,10 +36,13 @@ class ApiContext:
     """The edges of one api instance; handlers reach it through `context(request)`."""
 
     settings: Settings
+    api_settings: ApiSettings
     store: MetricsStore
     bus: Bus
     cache: StaleCache
     http_metrics: HttpMetrics
+    gauges: ServiceGauges
+    limiter: RateLimiter
     version: str
     clock: Clock = utc_now
     _database_down: bool = field(default=False, repr=False)

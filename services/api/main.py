@@ -12,6 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.api.app import create_app
 from services.api.context import Clock, utc_now
+from services.api.settings import ApiSettings, load_api_settings
 from services.api.store import MetricsStore
 from shared.logs import get_log, setup_logging
 from shared.settings import Settings, load_settings
@@ -36,12 +37,15 @@ class ApiServer:
         self,
         *,
         settings: Settings,
+        api_settings: ApiSettings | None = None,
         store: MetricsStore | None = None,
         nats: NatsClient | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
-        self.app = create_app(settings=settings, store=store, nats=nats, clock=clock)
+        self.app = create_app(
+            settings=settings, api_settings=api_settings, store=store, nats=nats, clock=clock
+        )
         self.port = settings.api_port
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -86,9 +90,9 @@ class ApiServer:
             await asyncio.shield(self._task)
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, api_settings: ApiSettings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    server = ApiServer(settings=settings)
+    server = ApiServer(settings=settings, api_settings=api_settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,5 +110,6 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     """Entry point of `python -m services.api`."""
     settings = load_settings("api")
+    api_settings = load_api_settings()
     setup_logging("api", settings.log_level)
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, api_settings))

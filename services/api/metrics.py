@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from services.api.schemas import (
+    BREACH_DAYS,
+    AccountingPolicy,
     ErrorBudget,
     Period,
     ServiceMetrics,
@@ -25,7 +27,7 @@ from shared.rules import DayStatus, uptime_percent
 PERCENT_DIGITS = 3
 MS_DIGITS = 1
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
-BREACH_STATUSES = frozenset({"po", "mo"})
+BREACH_STATUSES = frozenset(BREACH_DAYS)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ def day_window(today: date, days: int) -> Period:
     return Period(days=days, start=today - timedelta(days=days - 1), end=today)
 
 
+def month_window(first: date) -> Period:
+    """The whole calendar month starting on `first` (a first of the month), UTC days."""
+    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    last = following - timedelta(days=1)
+    return Period(days=last.day, start=first, end=last, month=first.strftime("%Y-%m"))
+
+
 def days_of(period: Period) -> list[date]:
     """Every day of a window, oldest first."""
     return [period.start + timedelta(days=i) for i in range((period.end - period.start).days + 1)]
@@ -81,6 +90,11 @@ def hour_window(now: datetime, hours: int) -> list[datetime]:
     """The starts of the last `hours` UTC hours including the current one, oldest first."""
     current = now.replace(minute=0, second=0, microsecond=0)
     return [current - timedelta(hours=hours - 1 - i) for i in range(hours)]
+
+
+def midnight(day: date) -> datetime:
+    """00:00 UTC of a day."""
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def _min(values: Iterable[float | None]) -> float | None:
@@ -181,21 +195,38 @@ def service_metrics(
     )
 
 
-def error_budget(total_requests: int, failed_requests: int, sla_target: float) -> ErrorBudget:
-    """Failures allowed by the target over the window, used and left (negative: overspent)."""
-    allowed = total_requests * (100.0 - sla_target) / 100.0
-    remaining = allowed - failed_requests
-    if total_requests <= 0:
+def error_budget(
+    total: Rollup, sla_target: float, *, days: int, interval_seconds: float
+) -> ErrorBudget:
+    """The target's allowance over the window in requests, checks and minutes, used and left.
+
+    Minutes: the window allows days * 1440 * (100 - target) / 100; each down check counts
+    one check interval of downtime.
+    """
+    spare = (100.0 - sla_target) / 100.0
+    allowed = total.total_requests * spare
+    remaining = allowed - total.failed_requests
+    if total.total_requests <= 0:
         remaining_percent = None
     elif allowed > 0:
         remaining_percent = 100.0 * remaining / allowed
     else:  # a 100 % target allows nothing: the budget is either untouched or gone
-        remaining_percent = 100.0 if failed_requests == 0 else 0.0
+        remaining_percent = 100.0 if total.failed_requests == 0 else 0.0
+    allowed_checks = total.total_checks * spare
+    allowed_minutes = days * 1440 * spare
+    used_minutes = total.down_checks * interval_seconds / 60.0
     return ErrorBudget(
         allowed_failures=round(allowed, PERCENT_DIGITS),
-        used_failures=failed_requests,
+        used_failures=total.failed_requests,
         remaining_failures=round(remaining, PERCENT_DIGITS),
         remaining_percent=pct(remaining_percent),
+        allowed_failed_checks=round(allowed_checks, PERCENT_DIGITS),
+        used_failed_checks=total.down_checks,
+        remaining_failed_checks=round(allowed_checks - total.down_checks, PERCENT_DIGITS),
+        check_interval_seconds=interval_seconds,
+        allowed_downtime_minutes=round(allowed_minutes, PERCENT_DIGITS),
+        used_downtime_minutes=round(used_minutes, PERCENT_DIGITS),
+        remaining_downtime_minutes=round(allowed_minutes - used_minutes, PERCENT_DIGITS),
     )
 
 
@@ -211,6 +242,9 @@ def sla_report(
     rows: Iterable[Rollup],
     records: Iterable[DayRecord],
     computed_at: datetime,
+    *,
+    interval_seconds: float,
+    major_outage_below: float,
 ) -> SlaReport:
     """The /api/sla answer: uptime against the target, bad days, latency SLA, error budget."""
     total = combine(rows)
@@ -224,38 +258,50 @@ def sla_report(
         response_time_sla=pct(share(total.within_threshold, total.total_requests)),
         # Decided on the unrounded figure, so 99.8996 never reads as meeting 99.9.
         is_breached=current is not None and current < sla_target,
-        error_budget=error_budget(total.total_requests, total.failed_requests, sla_target),
+        error_budget=error_budget(
+            total, sla_target, days=period.days, interval_seconds=interval_seconds
+        ),
+        accounting=AccountingPolicy(major_outage_below=major_outage_below),
         period=period,
         computed_at=computed_at,
     )
 
 
-def trend_points(hours: Sequence[datetime], rows: Mapping[datetime, Rollup]) -> list[TrendPoint]:
-    """One point per hour; an hour without a row has 0 requests and nulls."""
+def trend_points(starts: Sequence[datetime], rows: Mapping[datetime, Rollup]) -> list[TrendPoint]:
+    """One point per bucket start (hour or day); a bucket without a row has 0 requests."""
     points = []
-    for hour in hours:
-        row = rows.get(hour)
+    for start in starts:
+        row = rows.get(start)
         if row is None or row.total_requests == 0:
             points.append(
                 TrendPoint(
-                    hour=hour,
+                    start=start,
+                    hour=start,
                     requests=0,
                     uptime=None,
+                    error_rate=None,
                     avg_response_time=None,
                     p95_response_time=None,
+                    p99_response_time=None,
                 )
             )
             continue
-        p95 = histogram.quantiles(
-            row.latency_hist, [0.95], lo=row.min_response_time_ms, hi=row.max_response_time_ms
-        )[0]
+        p95, p99 = histogram.quantiles(
+            row.latency_hist,
+            [0.95, 0.99],
+            lo=row.min_response_time_ms,
+            hi=row.max_response_time_ms,
+        )
         points.append(
             TrendPoint(
-                hour=hour,
+                start=start,
+                hour=start,
                 requests=row.total_requests,
                 uptime=pct(uptime_percent(row.successful_requests, row.total_requests)),
+                error_rate=pct(error_rate(row)),
                 avg_response_time=ms(average_ms(row)),
                 p95_response_time=ms(p95),
+                p99_response_time=ms(p99),
             )
         )
     return points

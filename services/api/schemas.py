@@ -16,6 +16,8 @@ from pydantic.alias_generators import to_camel
 from shared.events import CheckCompleted
 from shared.rules import DayStatus
 
+BREACH_DAYS: tuple[DayStatus, ...] = ("po", "mo")
+
 
 class ApiModel(BaseModel):
     """camelCase aliases on the wire, snake_case in Python."""
@@ -39,9 +41,12 @@ class StaleModel(ApiModel):
 class Period(ApiModel):
     """A window of whole UTC days, both ends included."""
 
-    days: int
+    days: int = Field(description="Number of UTC days in the window.")
     start: date
     end: date
+    month: str | None = Field(
+        default=None, description="YYYY-MM when the window is a calendar month (?month=)."
+    )
 
 
 class ServiceMetrics(StaleModel):
@@ -107,14 +112,58 @@ class MetricsList(StaleModel):
 
 
 class ErrorBudget(ApiModel):
-    """The failures the SLA target allows over the window, and how many are left."""
+    """What the SLA target allows over the window, used and left, in requests, checks and
+    minutes of downtime (remaining is negative when overspent)."""
 
     allowed_failures: float = Field(description="total requests * (100 - slaTarget) / 100.")
-    used_failures: int
+    used_failures: int = Field(description="Failed requests.")
     remaining_failures: float = Field(description="allowed - used; negative when overspent.")
     remaining_percent: float | None = Field(
-        description="100 * remaining / allowed; null without data."
+        description="100 * remainingFailures / allowedFailures; null without data."
     )
+    allowed_failed_checks: float = Field(description="total checks * (100 - slaTarget) / 100.")
+    used_failed_checks: int = Field(description="Checks whose status was down.")
+    remaining_failed_checks: float = Field(description="allowed - used checks.")
+    check_interval_seconds: float = Field(
+        description="The service's check interval: the downtime one down check stands for."
+    )
+    allowed_downtime_minutes: float = Field(
+        description="days * 1440 * (100 - slaTarget) / 100: the whole window's allowance."
+    )
+    used_downtime_minutes: float = Field(
+        description="usedFailedChecks * checkIntervalSeconds / 60."
+    )
+    remaining_downtime_minutes: float = Field(description="allowed - used minutes.")
+
+
+class AccountingPolicy(ApiModel):
+    """How the figures of this answer are counted (the same for every SLA answer)."""
+
+    uptime_basis: Literal["requests"] = Field(
+        default="requests",
+        description="Uptime is 100 * successful / total endpoint calls in the window.",
+    )
+    degraded: Literal["up"] = Field(
+        default="up",
+        description="A call that succeeded but exceeded its latency threshold counts as up; "
+        "it lowers responseTimeSLA instead.",
+    )
+    no_data: Literal["excluded"] = Field(
+        default="excluded",
+        description="Time without results is neither up nor down: an empty window has "
+        "currentSLA null, a day without results is nd and never a breach.",
+    )
+    day_boundary: Literal["UTC"] = Field(
+        default="UTC", description="Days and months start at 00:00 UTC."
+    )
+    breach_days: list[DayStatus] = Field(
+        default_factory=lambda: list(BREACH_DAYS), description="Day statuses counted in breaches."
+    )
+    downtime_per_down_check: Literal["checkInterval"] = Field(
+        default="checkInterval",
+        description="Each down check stands for one check interval of downtime.",
+    )
+    major_outage_below: float = Field(description="Day uptime under this is mo (else po).")
 
 
 class SlaReport(StaleModel):
@@ -135,8 +184,29 @@ class SlaReport(StaleModel):
                         "usedFailures": 691,
                         "remainingFailures": -604.6,
                         "remainingPercent": -699.769,
+                        "allowedFailedChecks": 86.4,
+                        "usedFailedChecks": 60,
+                        "remainingFailedChecks": 26.4,
+                        "checkIntervalSeconds": 30.0,
+                        "allowedDowntimeMinutes": 43.2,
+                        "usedDowntimeMinutes": 30.0,
+                        "remainingDowntimeMinutes": 13.2,
                     },
-                    "period": {"days": 30, "start": "2026-01-01", "end": "2026-01-30"},
+                    "accounting": {
+                        "uptimeBasis": "requests",
+                        "degraded": "up",
+                        "noData": "excluded",
+                        "dayBoundary": "UTC",
+                        "breachDays": ["po", "mo"],
+                        "downtimePerDownCheck": "checkInterval",
+                        "majorOutageBelow": 95.0,
+                    },
+                    "period": {
+                        "days": 30,
+                        "start": "2026-01-01",
+                        "end": "2026-01-30",
+                        "month": None,
+                    },
                     "stale": False,
                     "computedAt": "2026-01-30T12:00:00Z",
                 }
@@ -153,42 +223,54 @@ class SlaReport(StaleModel):
     )
     is_breached: bool = Field(description="currentSLA < slaTarget (false without data).")
     error_budget: ErrorBudget
+    accounting: AccountingPolicy
     period: Period
 
 
 class TrendPoint(ApiModel):
-    """One UTC hour; hours without data have requests 0 and nulls."""
+    """One UTC hour or day; a bucket without data has requests 0 and nulls."""
 
-    hour: datetime
+    start: datetime = Field(description="Start of the hour or day (UTC).")
+    hour: datetime = Field(description="Same as start (kept for clients of the hourly series).")
     requests: int
     uptime: float | None
+    error_rate: float | None = Field(description="100 * failed / total requests, percent.")
     avg_response_time: float | None
     p95_response_time: float | None
+    p99_response_time: float | None
 
 
 class Trend(StaleModel):
-    """An hourly series, oldest first, one point per hour of the window."""
+    """A series, oldest first, one point per hour (resolution 1h) or UTC day (1d)."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
                     "serviceId": "face-compare",
+                    "resolution": "1h",
                     "hours": 2,
+                    "days": None,
                     "points": [
                         {
+                            "start": "2026-01-30T10:00:00Z",
                             "hour": "2026-01-30T10:00:00Z",
                             "requests": 120,
                             "uptime": 100.0,
+                            "errorRate": 0.0,
                             "avgResponseTime": 231.5,
                             "p95ResponseTime": 390.2,
+                            "p99ResponseTime": 512.0,
                         },
                         {
+                            "start": "2026-01-30T11:00:00Z",
                             "hour": "2026-01-30T11:00:00Z",
                             "requests": 0,
                             "uptime": None,
+                            "errorRate": None,
                             "avgResponseTime": None,
                             "p95ResponseTime": None,
+                            "p99ResponseTime": None,
                         },
                     ],
                     "stale": False,
@@ -199,7 +281,9 @@ class Trend(StaleModel):
     )
 
     service_id: str
-    hours: int
+    resolution: Literal["1h", "1d"]
+    hours: int | None = Field(description="Window length with resolution 1h, else null.")
+    days: int | None = Field(description="Window length with resolution 1d, else null.")
     points: list[TrendPoint]
 
 
@@ -244,10 +328,13 @@ class ServiceStatus(ApiModel):
     active: bool
     last_check_at: datetime | None
     last_status: Literal["up", "degraded", "down"] | None
+    sla_breached: bool | None = Field(
+        default=None, description="The aggregator's SLA state over SLA_WINDOW_DAYS; null unknown."
+    )
 
 
 class ProberStatus(ApiModel):
-    """A prober heard from in the last 24 hours (its newest recorded check)."""
+    """A prober heard from in the last hour (its newest recorded check)."""
 
     prober_id: str
     region: str
@@ -282,6 +369,7 @@ class StatusReport(StaleModel):
                             "active": True,
                             "lastCheckAt": "2026-01-30T11:59:30Z",
                             "lastStatus": "up",
+                            "slaBreached": False,
                         }
                     ],
                     "probers": [

@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.api.main import ApiServer
+from services.api.settings import ApiSettings
 from shared.events import CHECKS_STREAM, PROBE_RUN_SUBJECT, ProbeRunReply, ProbeRunRequest
 from shared.settings import Settings
 from shared.streams import ensure_streams
@@ -27,7 +28,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @asynccontextmanager
 async def running_api(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
-    server = ApiServer(settings=settings.model_copy(update={"api_host": "127.0.0.1", **kwargs}))
+    server = ApiServer(
+        settings=settings.model_copy(update={"api_host": "127.0.0.1", **kwargs}),
+        api_settings=ApiSettings(health_check_ip_burst=100),  # many checks in a row here
+    )
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:

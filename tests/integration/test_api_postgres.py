@@ -3,6 +3,7 @@ inserts, and what it answers while PostgreSQL is stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -277,6 +278,7 @@ async def test_metrics_numbers_from_the_rollups(seeded: str, settings: Settings)
             "days": 7,
             "start": iso(TODAY - timedelta(days=6)),
             "end": iso(TODAY),
+            "month": None,
         }
         # today + yesterday; the day 10 days ago is outside the window
         assert (m["totalRequests"], m["successfulRequests"], m["failedRequests"]) == (400, 390, 10)
@@ -330,7 +332,15 @@ async def test_sla_trend_uptime_and_status(seeded: str, settings: Settings) -> N
             "usedFailures": 10,
             "remainingFailures": -6.0,
             "remainingPercent": -150.0,
+            "allowedFailedChecks": 2.0,  # 200 checks * 1 %
+            "usedFailedChecks": 5,
+            "remainingFailedChecks": -3.0,
+            "checkIntervalSeconds": 30.0,
+            "allowedDowntimeMinutes": 100.8,  # 7 days * 1440 min * 1 %
+            "usedDowntimeMinutes": 2.5,  # 5 down checks * 30 s
+            "remainingDowntimeMinutes": 98.3,
         }
+        assert s7["accounting"]["uptimeBasis"] == "requests"
         s30 = (await api.get("/api/sla/svc-a")).json()
         assert (s30["breaches"], s30["currentSLA"]) == (2, 88.0)
         assert s30["errorBudget"]["allowedFailures"] == 5.0
@@ -463,3 +473,146 @@ async def test_unmigrated_database_is_a_clear_503(empty_db_url: str, settings: S
         assert r.status_code == 503
         assert "make migrate" in r.json()["message"]
         assert (await api.get("/health")).json()["database"] == "down"
+
+
+async def test_calendar_month_boundaries_badges_and_gauges(db_url: str, settings: Settings) -> None:
+    """Rows on both sides of each month boundary: only the month's own days count."""
+    first_this = TODAY.replace(day=1)
+    last_prev = first_this - timedelta(days=1)
+    first_prev = last_prev.replace(day=1)
+    last_before = first_prev - timedelta(days=1)
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_service(conn, "svc-m", 99.5)
+        for day, total, failed, down in (
+            (last_before, 1000, 1000, 100),  # outside (the month before)
+            (first_prev, 100, 0, 0),
+            (last_prev, 100, 4, 3),
+            (first_this, 1000, 1000, 100),  # outside (this month)
+        ):
+            await insert(
+                conn,
+                "api_call_logs",
+                service_id="svc-m",
+                day=day,
+                **rollup(
+                    total_checks=100,
+                    up_checks=100 - down,
+                    down_checks=down,
+                    total_requests=total,
+                    successful_requests=total - failed,
+                    failed_requests=failed,
+                    within_threshold=total - failed,
+                    timed_requests=total,
+                    sum_response_time_ms=100.0 * total,
+                    min_response_time_ms=100.0,
+                    max_response_time_ms=100.0,
+                    latency_hist=hist_of([100.0] * total),
+                ),
+            )
+            status = "o" if failed * 200 <= total else "mo"
+            await insert(
+                conn,
+                "uptime_records",
+                service_id="svc-m",
+                day=day,
+                status=status,
+                uptime=100.0 * (total - failed) / total,
+                total_requests=total,
+                successful_requests=total - failed,
+                sla_target=99.5,
+            )
+    finally:
+        await conn.close()
+    month = first_prev.strftime("%Y-%m")
+    async with running_api(settings) as api:
+        r = await api.get("/api/sla/svc-m", params={"month": month})
+        assert r.status_code == 200, r.text
+        s = r.json()
+        assert s["period"] == {
+            "days": last_prev.day,
+            "start": iso(first_prev),
+            "end": iso(last_prev),
+            "month": month,
+        }
+        assert s["currentSLA"] == 98.0  # 196 / 200
+        assert s["isBreached"] is True and s["breaches"] == 1  # last_prev: 97 % is mo
+        budget = s["errorBudget"]
+        assert budget["allowedFailures"] == 1.0  # 200 requests * 0.5 %
+        assert budget["usedFailures"] == 4
+        assert budget["usedFailedChecks"] == 3
+        assert budget["usedDowntimeMinutes"] == 1.5  # 3 down checks * 30 s
+        assert budget["allowedDowntimeMinutes"] == round(last_prev.day * 1440 * 0.005, 3)
+        both = await api.get("/api/sla/svc-m", params={"month": month, "days": 7})
+        assert both.status_code == 422
+        future = (first_this + timedelta(days=32)).strftime("%Y-%m")
+        assert (await api.get("/api/sla/svc-m", params={"month": future})).status_code == 422
+
+        trend = (
+            await api.get("/api/metrics/svc-m/trend", params={"resolution": "1d", "days": 60})
+        ).json()
+        by_start = {p["start"][:10]: p["requests"] for p in trend["points"] if p["requests"]}
+        assert by_start == {
+            iso(d): n
+            for d, n in (
+                (last_before, 1000),
+                (first_prev, 100),
+                (last_prev, 100),
+                (first_this, 1000),
+            )
+            if d >= TODAY - timedelta(days=59)
+        }
+
+        badge = await api.get("/api/badges/svc-m/response-time.svg", params={"days": 90})
+        assert badge.status_code == 200 and "100ms" in badge.text
+        assert badge.headers["content-type"] == "image/svg+xml"
+
+        scrape = (await api.get("/metrics")).text
+        assert 'watch_service_sla_target_percent{service_id="svc-m"} 99.5' in scrape
+        in_30d = sum(
+            n
+            for d, n in (
+                (last_before, 1000),
+                (first_prev, 100),
+                (last_prev, 100),
+                (first_this, 1000),
+            )
+            if d >= TODAY - timedelta(days=29)
+        )
+        assert f'watch_service_requests{{service_id="svc-m",window="30d"}} {in_30d:.1f}' in scrape
+
+
+async def test_new_endpoints_replay_stale_answers_while_postgres_is_stopped(
+    infra: Any, seeded: str, settings: Settings
+) -> None:
+    async with running_api(settings) as api:
+        month = TODAY.strftime("%Y-%m")
+        urls = [
+            f"/api/sla/svc-a?month={month}",
+            "/api/metrics/svc-a/trend?resolution=1d&days=14",
+            "/api/badges/svc-a/uptime.svg?days=7",
+            "/api/badges/svc-a/response-time.svg?days=7",
+        ]
+        fresh = {u: await api.get(u) for u in urls}
+        assert all(r.status_code == 200 for r in fresh.values())
+        scrape = (await api.get("/metrics")).text
+        assert 'watch_service_uptime_percent{service_id="svc-a",window="7d"} 97.5' in scrape
+        await asyncio.to_thread(infra.pg.stop)
+        try:
+            for url in urls[:2]:
+                r = await api.get(url)
+                assert r.status_code == 200
+                assert r.json() == {**fresh[url].json(), "stale": True}
+            for url in urls[2:]:
+                r = await api.get(url)
+                assert r.status_code == 200 and r.text == fresh[url].text
+                assert r.headers["x-watch-stale"] == "true"
+            never = await api.get("/api/badges/svc-a/uptime.svg?days=8")
+            assert never.status_code == 503
+            assert never.json()["error"] == "database_unavailable"
+            # /metrics keeps the last per-service snapshot rather than failing the scrape
+            down = await api.get("/metrics")
+            assert down.status_code == 200
+            assert 'watch_service_uptime_percent{service_id="svc-a",window="7d"} 97.5' in down.text
+        finally:
+            await asyncio.to_thread(ensure_running, infra)

@@ -8,10 +8,12 @@ import pytest
 
 from services.api import metrics
 from services.api.metrics import DayRecord, Rollup
+from services.api.schemas import ErrorBudget
 from shared import histogram
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
 PERIOD = metrics.day_window(date(2026, 3, 10), 7)
+SLA_KW: dict[str, float] = {"interval_seconds": 30.0, "major_outage_below": 95.0}
 
 DAY1 = Rollup(
     total_checks=100,
@@ -50,6 +52,7 @@ def test_windows_are_whole_utc_days_and_hours_including_now() -> None:
         "days": 30,
         "start": date(2026, 2, 9),
         "end": date(2026, 3, 10),
+        "month": None,
     }
     one = metrics.day_window(date(2026, 3, 10), 1)
     assert one.start == one.end == date(2026, 3, 10)
@@ -89,7 +92,7 @@ def test_no_data_is_null_not_zero() -> None:
     m = metrics.service_metrics("svc-a", PERIOD, [], NOW)
     assert (m.uptime, m.error_rate, m.avg_response_time, m.p95_response_time) == (None,) * 4
     assert (m.total_requests, m.total_checks) == (0, 0)
-    s = metrics.sla_report("svc-a", 99.9, PERIOD, [], [], NOW)
+    s = metrics.sla_report("svc-a", 99.9, PERIOD, [], [], NOW, **SLA_KW)
     assert s.current_sla is None and s.response_time_sla is None and s.is_breached is False
     assert s.error_budget.remaining_percent is None
 
@@ -171,18 +174,66 @@ def test_a_single_value_gives_exact_percentiles() -> None:
     assert {m.p50_response_time, m.p99_response_time, m.avg_response_time} == {123.4}
 
 
-def test_error_budget() -> None:
-    b = metrics.error_budget(10_000, 4, 99.9)
-    assert b.model_dump() == {
-        "allowed_failures": 10.0,
-        "used_failures": 4,
-        "remaining_failures": 6.0,
-        "remaining_percent": 60.0,
-    }
-    over = metrics.error_budget(10_000, 15, 99.9)
+def budget(
+    requests: int, failed: int, target: float, checks: int = 0, down: int = 0, days: int = 30
+) -> ErrorBudget:
+    row = Rollup(
+        total_requests=requests, failed_requests=failed, total_checks=checks, down_checks=down
+    )
+    return metrics.error_budget(row, target, days=days, interval_seconds=60.0)
+
+
+def test_error_budget_in_requests() -> None:
+    b = budget(10_000, 4, 99.9)
+    assert (b.allowed_failures, b.used_failures, b.remaining_failures) == (10.0, 4, 6.0)
+    assert b.remaining_percent == 60.0
+    over = budget(10_000, 15, 99.9)
     assert (over.remaining_failures, over.remaining_percent) == (-5.0, -50.0)
-    assert metrics.error_budget(100, 0, 100.0).remaining_percent == 100.0
-    assert metrics.error_budget(100, 1, 100.0).remaining_percent == 0.0
+    assert budget(100, 0, 100.0).remaining_percent == 100.0
+    assert budget(100, 1, 100.0).remaining_percent == 0.0
+
+
+def test_error_budget_in_checks_and_minutes() -> None:
+    # 30 days at 99.9 %: 43.2 minutes allowed (the textbook figure); 5 down checks at a
+    # 60 s interval used 5 minutes.
+    b = budget(86_400, 7, 99.9, checks=43_200, down=5, days=30)
+    assert b.allowed_downtime_minutes == 43.2
+    assert b.used_downtime_minutes == 5.0
+    assert b.remaining_downtime_minutes == 38.2
+    assert b.check_interval_seconds == 60.0
+    assert (b.allowed_failed_checks, b.used_failed_checks) == (43.2, 5)
+    assert b.remaining_failed_checks == 38.2
+    # a 31-day month at 99.5 %: 223.2 minutes
+    month = budget(0, 0, 99.5, days=31)
+    assert month.allowed_downtime_minutes == 223.2
+    assert month.remaining_percent is None
+
+
+def test_month_window_covers_the_whole_calendar_month() -> None:
+    feb = metrics.month_window(date(2028, 2, 1))  # leap year
+    assert (feb.start, feb.end, feb.days, feb.month) == (
+        date(2028, 2, 1),
+        date(2028, 2, 29),
+        29,
+        "2028-02",
+    )
+    dec = metrics.month_window(date(2026, 12, 1))
+    assert (dec.start, dec.end, dec.days) == (date(2026, 12, 1), date(2026, 12, 31), 31)
+    assert metrics.month_window(date(2026, 11, 1)).days == 30
+
+
+def test_sla_report_carries_the_accounting_policy() -> None:
+    s = metrics.sla_report("svc-a", 99.9, PERIOD, [], [], NOW, **SLA_KW)
+    assert s.accounting.model_dump(by_alias=True) == {
+        "uptimeBasis": "requests",
+        "degraded": "up",
+        "noData": "excluded",
+        "dayBoundary": "UTC",
+        "breachDays": ["po", "mo"],
+        "downtimePerDownCheck": "checkInterval",
+        "majorOutageBelow": 95.0,
+    }
+    assert s.error_budget.allowed_downtime_minutes == 10.08  # 7 days * 1440 * 0.1 %
 
 
 def test_sla_report_counts_po_and_mo_days_in_the_window() -> None:
@@ -193,7 +244,7 @@ def test_sla_report_counts_po_and_mo_days_in_the_window() -> None:
         DayRecord(date(2026, 3, 7), "nd", None),
         DayRecord(date(2026, 3, 1), "mo", 10.0),  # before the window: not counted
     ]
-    s = metrics.sla_report("svc-a", 99.0, PERIOD, [DAY1, DAY2], records, NOW)
+    s = metrics.sla_report("svc-a", 99.0, PERIOD, [DAY1, DAY2], records, NOW, **SLA_KW)
     assert s.breaches == 2
     assert s.current_sla == 98.667
     assert s.is_breached is True
@@ -206,11 +257,13 @@ def test_sla_report_counts_po_and_mo_days_in_the_window() -> None:
 
 def test_breach_is_decided_before_rounding() -> None:
     row = Rollup(total_requests=1_000_000, successful_requests=998_996, failed_requests=1004)
-    s = metrics.sla_report("svc-a", 99.9, PERIOD, [row], [], NOW)
+    s = metrics.sla_report("svc-a", 99.9, PERIOD, [row], [], NOW, **SLA_KW)
     assert s.current_sla == 99.9  # 99.8996 shown to 3 decimals
     assert s.is_breached is True
     exact = Rollup(total_requests=1000, successful_requests=999, failed_requests=1)
-    assert metrics.sla_report("svc-a", 99.9, PERIOD, [exact], [], NOW).is_breached is False
+    assert (
+        metrics.sla_report("svc-a", 99.9, PERIOD, [exact], [], NOW, **SLA_KW).is_breached is False
+    )
 
 
 def test_trend_has_one_point_per_hour_with_gaps_as_nulls() -> None:
@@ -229,18 +282,23 @@ def test_trend_has_one_point_per_hour_with_gaps_as_nulls() -> None:
         latency_hist=hist,
     )
     points = metrics.trend_points(hours, {hours[1]: row})
-    assert [p.hour for p in points] == hours
-    assert points[0].model_dump(exclude={"hour"}) == {
+    assert [p.hour for p in points] == hours and [p.start for p in points] == hours
+    assert points[0].model_dump(exclude={"hour", "start"}) == {
         "requests": 0,
         "uptime": None,
+        "error_rate": None,
         "avg_response_time": None,
         "p95_response_time": None,
+        "p99_response_time": None,
     }
     assert points[1].requests == 20
     assert points[1].uptime == 95.0
     assert points[1].avg_response_time == 115.0
     # rank 0.95 * 19 = 18.05: the 19th value, 100 ms (within the sketch's 1 %)
     assert points[1].p95_response_time == pytest.approx(100.0, rel=0.01)
+    # rank 0.99 * 19 = 18.81 is still within the 19 values of 100 ms
+    assert points[1].p99_response_time == pytest.approx(100.0, rel=0.01)
+    assert points[1].error_rate == 5.0
     assert points[2].requests == 0
 
 
