@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit lint format migrate asyncapi bench bench-ingest bench-api clean
+.PHONY: install run test test-unit lint format migrate asyncapi bench bench-prober bench-ingest bench-api clean
 
 # A venv with every service and the embedded NATS/PostgreSQL wheels, rebuilt when pyproject changes.
 $(STAMP): pyproject.toml
@@ -41,7 +41,10 @@ asyncapi: install
 	$(BIN)/python -m deploy.asyncapi
 
 # Benchmarks: figures next to a baseline measured in the same run (never timed tests).
-bench: bench-ingest bench-api
+bench: bench-prober bench-ingest bench-api
+
+bench-prober: install
+	$(BIN)/python bench/bench_prober.py $(BENCH_ARGS)
 
 bench-ingest: install
 	$(BIN)/python bench/bench_ingest.py

@@ -56,6 +56,26 @@ class WireModel(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
+class EndpointTimings(WireModel):
+    """Phases of one HTTP call in ms from its start, where the transport reports them."""
+
+    dns_ms: float | None = Field(
+        default=None, description="Name resolution; null when cached, an IP, or not measured."
+    )
+    connect_ms: float | None = Field(
+        default=None,
+        description="Opening a new connection: TCP connect plus the TLS handshake for https; "
+        "null when a kept-alive connection was reused.",
+    )
+    ttfb_ms: float | None = Field(
+        default=None,
+        description="From the start of the call until the status line and headers arrived.",
+    )
+    reused: bool | None = Field(
+        default=None, description="True when a kept-alive connection was reused."
+    )
+
+
 class EndpointResult(WireModel):
     """One HTTP call of a check."""
 
@@ -69,6 +89,16 @@ class EndpointResult(WireModel):
     error_message: str | None = None
     latency_threshold_ms: float | None = Field(
         default=None, description="Slower than this (while ok) makes the check degraded."
+    )
+    failed_condition: str | None = Field(
+        default=None,
+        description="With errorType assertion: the catalog condition that failed, as written.",
+    )
+    timings: EndpointTimings | None = Field(
+        default=None, description="Per-phase timings, when the transport reports them."
+    )
+    cert_expires_at: AwareDatetime | None = Field(
+        default=None, description="https only: when the server certificate expires (notAfter)."
     )
 
     @property

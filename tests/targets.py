@@ -11,7 +11,8 @@
 
 A behaviour is called with the 1-based request number and returns a `Reply` or just a status
 code. Every path and method is answered the same way; `target.url` is `<base>/health`.
-Each served request is appended to `target.served` (number, status, delay, path).
+Each served request is appended to `target.served` (number, status, delay, path, method,
+request body and content type).
 `url` and `base_url` work once started (the port is chosen by the OS).
 """
 
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from aiohttp import web
@@ -28,11 +29,12 @@ from aiohttp import web
 
 @dataclass(frozen=True)
 class Reply:
-    """How the target answers one request: status, a delay before answering, and a body."""
+    """How the target answers one request: status, a delay before answering, body, headers."""
 
     status: int = 200
     delay: float = 0.0
     body: str = "ok"
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class Served:
     status: int
     delay: float
     path: str
+    method: str = "GET"
+    body: bytes = b""
+    content_type: str = ""
+    cookie: str = ""  # the Cookie header the client sent
 
 
 Behaviour = Callable[[int], Reply | int]
@@ -97,10 +103,22 @@ class Target:
         reply = self.behaviour(number)
         if isinstance(reply, int):
             reply = Reply(status=reply)
-        self.served.append(Served(number, reply.status, reply.delay, request.path))
+        body = await request.read()
+        self.served.append(
+            Served(
+                number,
+                reply.status,
+                reply.delay,
+                request.path,
+                request.method,
+                body,
+                request.content_type,
+                request.headers.get("Cookie", ""),
+            )
+        )
         if reply.delay > 0:
             await asyncio.sleep(reply.delay)
-        return web.Response(status=reply.status, text=reply.body)
+        return web.Response(status=reply.status, text=reply.body, headers=dict(reply.headers))
 
     async def start(self) -> Target:
         """Start listening; returns self."""

@@ -9,6 +9,7 @@ starting together store each change once, and an edit reverted later is still st
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from shared.logs import get_log
 log = get_log(__name__)
 
 PUBLISH_TIMEOUT = 5.0
+IN_FLIGHT = 256  # concurrent reads/publishes: 50,000 services one by one took minutes
 
 
 @dataclass
@@ -45,17 +47,22 @@ async def read_published(*, js: JetStreamContext) -> dict[str, tuple[int, Servic
     """The last `ServiceDefined` of every service in WATCH_SERVICES, with its sequence."""
     info = await js.stream_info(SERVICES_STREAM, subjects_filter=SERVICE_SUBJECTS)
     found: dict[str, tuple[int, ServiceDefined]] = {}
-    for subject in info.state.subjects or {}:
-        try:
-            msg = await js.get_last_msg(SERVICES_STREAM, subject)
-        except NotFoundError:  # purged between the listing and now
-            continue
+    limit = asyncio.Semaphore(IN_FLIGHT)
+
+    async def read(subject: str) -> None:
+        async with limit:
+            try:
+                msg = await js.get_last_msg(SERVICES_STREAM, subject)
+            except NotFoundError:  # purged between the listing and now
+                return
         try:
             definition = ServiceDefined.model_validate_json(msg.data or b"")
         except ValidationError:
             log.warning("unreadable service definition ignored", subject=subject, seq=msg.seq)
-            continue
+            return
         found[definition.service_id] = (msg.seq or 0, definition)
+
+    await asyncio.gather(*(read(subject) for subject in info.state.subjects or {}))
     return found
 
 
@@ -65,19 +72,26 @@ async def publish_catalog(catalog: Catalog, *, js: JetStreamContext) -> CatalogS
     published = await read_published(js=js)
     sync = CatalogSync()
     wanted = {s.id: s.definition(defined_at=now) for s in catalog.services}
+    outgoing: list[tuple[ServiceDefined, int]] = []
     for service_id, definition in wanted.items():
         last = published.get(service_id)
         if last is not None and digest(last[1]) == digest(definition):
             sync.unchanged.append(service_id)
             continue
-        await _publish(definition, replaces=last[0] if last else 0, js=js)
+        outgoing.append((definition, last[0] if last else 0))
         sync.published.append(service_id)
     for service_id, (seq, old) in published.items():
         if service_id in wanted or not old.active:
             continue
-        gone = old.model_copy(update={"active": False, "defined_at": now})
-        await _publish(gone, replaces=seq, js=js)
+        outgoing.append((old.model_copy(update={"active": False, "defined_at": now}), seq))
         sync.deactivated.append(service_id)
+    limit = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(definition: ServiceDefined, replaces: int) -> None:
+        async with limit:
+            await _publish(definition, replaces=replaces, js=js)
+
+    await asyncio.gather(*(send(d, r) for d, r in outgoing))
     log.info(
         "catalog published",
         published=len(sync.published),

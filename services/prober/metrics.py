@@ -13,16 +13,14 @@ class ProberMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # No per-service label: at 50,000 services that is 150,000 series per scrape; the
+        # per-service story is in the results themselves (api /api/status).
         self.checks = Counter(
-            "prober_checks",
-            "Checks completed, by service and status.",
-            ["service", "status"],
-            registry=r,
+            "prober_checks", "Checks completed, by status.", ["status"], registry=r
         )
         self.skipped = Counter(
             "prober_checks_skipped",
-            "Scheduled turns skipped (previous check still running).",
-            ["service"],
+            "Scheduled turns skipped (previous check still running, or the loop fell behind).",
             registry=r,
         )
         self.lateness = Histogram(
@@ -46,6 +44,28 @@ class ProberMetrics:
         )
         self.published = Counter(
             "prober_published", "Results acknowledged by JetStream.", registry=r
+        )
+        self.reloads = Counter(
+            "prober_catalog_reloads",
+            "Catalog reloads, by result (applied or refused).",
+            ["result"],
+            registry=r,
+        )
+        self.services_scheduled = Gauge(
+            "prober_services_scheduled",
+            "Services this replica schedules (its share of the catalog).",
+            registry=r,
+        )
+        self.members = Gauge(
+            "prober_replicas",
+            "Live prober replicas of this region, as this one sees them.",
+            registry=r,
+        )
+        self.publish_batch = Histogram(
+            "prober_publish_batch_size",
+            "Results published per flush.",
+            buckets=(1, 4, 16, 64, 256, 1024),
+            registry=r,
         )
         self.nats_connected = Gauge(
             "prober_nats_connected", "1 while connected to NATS.", registry=r

@@ -1,7 +1,9 @@
 """Getting results into JetStream even when NATS comes and goes.
 
 Every result goes through a bounded in-memory buffer. One flusher publishes from its head in
-order, waiting for JetStream's ack; whatever was not acked stays and is retried with the same
+order, in batches: it sends a whole batch without waiting, then waits for the batch's
+JetStream acks together (at 1,700 checks/s a request/reply round trip per message cost more
+CPU than the check itself). Whatever was not acked stays and is retried with the same
 `Nats-Msg-Id` (the checkId), so the stream's dedup window makes retries safe. When the
 buffer is full the OLDEST result is dropped, counted and logged: never silently.
 """
@@ -15,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from services.prober.metrics import ProberMetrics
 from shared.events import CheckCompleted, check_subject
@@ -22,10 +25,11 @@ from shared.logs import get_log
 
 log = get_log(__name__)
 
-Send = Callable[[str, bytes, dict[str, str]], Awaitable[object]]
-"""Publish one message to JetStream and wait for its ack; raise when it was not stored."""
+Send = Callable[[str, bytes, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
+"""Send one message to JetStream; the future it returns resolves with the ack (or fails)."""
 
-BATCH = 64
+BATCH = 512
+ACK_TIMEOUT = 5.0  # seconds to wait for a batch's acks before the rest is retried
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 DROP_LOG_EVERY = 10.0  # seconds between "buffer full" warnings while results keep dropping
 
@@ -126,13 +130,22 @@ class ResultPublisher:
     async def _flush_batch(self) -> bool:
         """Publish the head of the buffer; True when all of it was acked."""
         batch = list(itertools.islice(self._buffer, BATCH))
-        outcomes = await asyncio.gather(
-            *(self._send(o.subject, o.payload, {"Nats-Msg-Id": o.msg_id}) for o in batch),
-            return_exceptions=True,
-        )
+        outcomes: list[asyncio.Future[Any] | BaseException] = []
+        for o in batch:
+            try:
+                outcomes.append(await self._send(o.subject, o.payload, {"Nats-Msg-Id": o.msg_id}))
+            except Exception as exc:
+                outcomes.append(exc)
+        futures = [f for f in outcomes if isinstance(f, asyncio.Future)]
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT)
+            for future in pending:
+                future.cancel()
+        outcomes = [_outcome(f) for f in outcomes]
         acked = {
             o.seq for o, r in zip(batch, outcomes, strict=True) if not isinstance(r, BaseException)
         }
+        self._metrics.publish_batch.observe(len(batch))
         failed = len(batch) - len(acked)
         while self._buffer and self._buffer[0].seq in acked:
             self._buffer.popleft()
@@ -176,3 +189,14 @@ class ResultPublisher:
             )
             self._last_drop_log = now
             self._drops_unlogged = 0
+
+
+def _outcome(
+    item: asyncio.Future[Any] | BaseException,
+) -> asyncio.Future[Any] | BaseException:
+    """The exception a send ended with, or the future itself when it was acked."""
+    if isinstance(item, BaseException):
+        return item
+    if item.cancelled():
+        return TimeoutError(f"no ack within {ACK_TIMEOUT:g}s")
+    return item.exception() or item

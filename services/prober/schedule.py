@@ -4,11 +4,17 @@ Due times are `start + jitter + k * interval`, computed by addition, never from 
 slow check or a busy event loop does not push later checks back. A check that is still
 running when its next turn comes is skipped (and counted), never run twice at once. A global
 semaphore bounds how many checks run at the same time.
+
+With a `phase` function the jitter is not random but a fixed offset of the wall clock
+(`wall_phase`: a hash of the service id), so every replica agrees on when a service is due
+and a service handed from one replica to another keeps its rhythm (no double, no gap).
+`update()` swaps the set of services while running (catalog reload, replica ownership).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 import time
@@ -25,6 +31,14 @@ RunCheck = Callable[[Service, datetime, float], Awaitable[None]]
 """Called with the service, when it was due (UTC) and how late it started (seconds)."""
 OnSkip = Callable[[Service, int], None]
 """Called with the service and how many turns were skipped."""
+Phase = Callable[[Service], float]
+"""The offset of a service's turns within its interval, in seconds of the wall clock."""
+
+
+def wall_phase(service: Service) -> float:
+    """A stable offset in [0, interval) from the service id: due when wall time ≡ it."""
+    digest = hashlib.blake2b(service.id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * service.interval_seconds
 
 
 class Clock(Protocol):
@@ -69,14 +83,17 @@ class Scheduler:
         on_skip: OnSkip | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        phase: Phase | None = None,
     ) -> None:
-        self._services = tuple(services)
+        self._services = {s.id: s for s in services}
         self._run_check = run_check
         self._semaphore = semaphore
         self._on_skip = on_skip
         self._clock = clock
         self._rng = rng or random.Random()
-        self._loops: list[asyncio.Task[None]] = []
+        self._phase = phase
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self.skipped = 0
 
@@ -85,20 +102,51 @@ class Scheduler:
         """Checks started and not yet finished."""
         return len(self._running)
 
+    @property
+    def scheduled(self) -> int:
+        """Services this scheduler runs."""
+        return len(self._loops)
+
     def start(self) -> None:
         """Start one schedule loop per service."""
-        clock = self._clock = self._clock or LoopClock()
-        for service in self._services:
-            first_due = clock.now() + self._rng.uniform(0, service.interval_seconds)
-            self._loops.append(
-                asyncio.create_task(self._loop(service, first_due), name=f"schedule-{service.id}")
-            )
+        self._clock = self._clock or LoopClock()
+        for service in self._services.values():
+            self._begin(service, self._first_due(service))
+
+    def update(self, services: Iterable[Service]) -> tuple[list[str], list[str], list[str]]:
+        """Schedule exactly `services` from now on: (added, removed, changed) service ids.
+
+        A removed or changed service's running check is left to finish; a changed service
+        keeps its next turn when its interval did not change.
+        """
+        wanted = {s.id: s for s in services}
+        added = [i for i in wanted if i not in self._services]
+        removed = [i for i in self._services if i not in wanted]
+        changed = [i for i in wanted if i in self._services and wanted[i] != self._services[i]]
+        for service_id in removed + changed:
+            task = self._loops.pop(service_id, None)
+            if task is not None:
+                task.cancel()
+        for service_id in removed:
+            self._due.pop(service_id, None)
+        old = self._services
+        self._services = wanted
+        if self._clock is None:  # not started yet
+            return added, removed, changed
+        for service_id in changed:
+            service, due = wanted[service_id], self._due.get(service_id)
+            same_rhythm = old[service_id].interval_seconds == service.interval_seconds
+            self._begin(service, due if same_rhythm and due is not None else None)
+        for service_id in added:
+            self._begin(wanted[service_id], None)
+        return added, removed, changed
 
     async def stop(self, *, grace: float) -> None:
         """Stop scheduling; give running checks `grace` seconds, then cancel them."""
-        for task in self._loops:
+        loops = list(self._loops.values())
+        for task in loops:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*loops, return_exceptions=True)
         self._loops.clear()
         running = list(self._running.values())
         if running:
@@ -107,6 +155,23 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def _first_due(self, service: Service) -> float:
+        assert self._clock is not None
+        now = self._clock.now()
+        interval = service.interval_seconds
+        if self._phase is None:
+            return now + self._rng.uniform(0, interval)
+        wall = self._clock.wall(now).timestamp()
+        return now + (self._phase(service) - wall) % interval
+
+    def _begin(self, service: Service, due: float | None) -> None:
+        if due is None:
+            due = self._first_due(service)
+        self._due[service.id] = due
+        self._loops[service.id] = asyncio.create_task(
+            self._loop(service, due), name=f"schedule-{service.id}"
+        )
+
     async def _loop(self, service: Service, due: float) -> None:
         assert self._clock is not None
         interval = service.interval_seconds
@@ -114,12 +179,14 @@ class Scheduler:
             await self._clock.sleep_until(due)
             self._fire(service, due)
             due += interval
+            self._due[service.id] = due
             behind = self._clock.now() - due
             if behind >= interval:
                 # The loop stalled (or the host slept) for whole periods: skip those turns
                 # instead of firing a burst of checks that would only overlap.
                 missed = math.floor(behind / interval)
                 due += missed * interval
+                self._due[service.id] = due
                 self._skip(service, missed, reason="fell behind")
 
     def _fire(self, service: Service, due: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from services.prober.metrics import ProberMetrics
@@ -19,16 +20,21 @@ class FakeJetStream:
         self.stored: dict[str, bytes] = {}  # msg id -> payload, dedup like JetStream
         self.order: list[str] = []
 
-    async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> object:
+    async def send(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[object]:
         msg_id = headers["Nats-Msg-Id"]
         self.attempts.append(msg_id)
+        ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if not self.up:
-            raise TimeoutError("nats: timeout")
+            ack.set_exception(TimeoutError("nats: timeout"))
+            return ack
         assert subject == f"watch.check.{json.loads(payload)['serviceId']}"
         if msg_id not in self.stored:
             self.stored[msg_id] = payload
             self.order.append(msg_id)
-        return object()
+        ack.set_result(object())
+        return ack
 
 
 def sample(metrics: ProberMetrics, name: str) -> float:

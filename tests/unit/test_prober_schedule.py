@@ -6,12 +6,13 @@ import asyncio
 import heapq
 import itertools
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from services.prober.catalog import Service
-from services.prober.schedule import Scheduler
+from services.prober.schedule import Scheduler, wall_phase
 
 EPOCH = 1_000_000.0
 
@@ -179,3 +180,77 @@ async def test_global_concurrency_is_bounded() -> None:
     await scheduler.stop(grace=0)
     assert most == 3
     assert done == 12
+
+
+async def test_update_adds_removes_and_reschedules_without_a_restart() -> None:
+    clock = FakeClock()
+    runs: list[tuple[str, float]] = []
+
+    async def run_check(service: Service, due: datetime, _: float) -> None:
+        runs.append((service.id, due.timestamp() - EPOCH))
+
+    scheduler = Scheduler(
+        [svc("keep", 1.0), svc("gone", 1.0), svc("faster", 2.0)],
+        run_check=run_check,
+        semaphore=asyncio.Semaphore(10),
+        clock=clock,
+        rng=random.Random(5),
+    )
+    scheduler.start()
+    await clock.advance(4.0, step=0.01)
+    keep_before = [t for s, t in runs if s == "keep"]
+    added, removed, changed = scheduler.update(
+        [svc("keep", 1.0), svc("faster", 0.5), svc("new", 1.0)]
+    )
+    assert (added, removed, changed) == (["new"], ["gone"], ["faster"])
+    cut = len(runs)
+    await clock.advance(4.0, step=0.01)
+    await scheduler.stop(grace=1)
+    after = runs[cut:]
+    assert not [t for s, t in after if s == "gone"]
+    assert 7 <= len([t for s, t in after if s == "faster"]) <= 9  # every 0.5 s now
+    assert 3 <= len([t for s, t in after if s == "new"]) <= 4
+    # An unchanged service keeps its rhythm across the update: no extra, no missed turn.
+    keep = keep_before + [t for s, t in after if s == "keep"]
+    assert all(b - a == pytest.approx(1.0) for a, b in itertools.pairwise(keep))
+    assert scheduler.scheduled == 0
+
+
+async def test_wall_phase_makes_replicas_agree_on_due_times() -> None:
+    """Two schedulers started at different times run a service at the same instants."""
+    dues: dict[str, list[float]] = {"early": [], "late": []}
+
+    def recorder(name: str) -> Callable[[Service, datetime, float], Awaitable[None]]:
+        async def run_check(_: Service, due: datetime, __: float) -> None:
+            dues[name].append(round(due.timestamp(), 6))
+
+        return run_check
+
+    clock = FakeClock()
+    service = svc("shared", 10.0)
+    early = Scheduler(
+        [service],
+        run_check=recorder("early"),
+        semaphore=asyncio.Semaphore(2),
+        clock=clock,
+        phase=wall_phase,
+    )
+    early.start()
+    await clock.advance(13.7, step=0.05)
+    late = Scheduler(
+        [service],
+        run_check=recorder("late"),
+        semaphore=asyncio.Semaphore(2),
+        clock=clock,
+        phase=wall_phase,
+    )
+    late.start()
+    await clock.advance(30.0, step=0.05)
+    await early.stop(grace=0)
+    await late.stop(grace=0)
+    assert len(dues["late"]) == 3
+    assert set(dues["late"]) <= set(dues["early"])
+    phase = wall_phase(service)
+    offsets = [(d - phase) % 10.0 for d in dues["early"]]
+    assert all(min(o, 10.0 - o) < 1e-5 for o in offsets)
+    assert 0 <= phase < 10.0 and wall_phase(service) == phase
