@@ -46,14 +46,15 @@ async def sample(
     """Read the consumer's state once and set the gauges."""
     info = await js.consumer_info(stream, durable)
     pending, unacked = int(info.num_pending or 0), int(info.num_ack_pending or 0)
-    gauges.pending.set(pending)
-    gauges.ack_pending.set(unacked)
     lag = 0.0
     if pending or unacked:
         floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
         oldest = await js.get_msg(stream, seq=floor + 1, subject=subjects, next=True)
         if oldest.time is not None:
             lag = max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())
+    # Set together, with no await in between, so a scrape never sees half a sample.
+    gauges.pending.set(pending)
+    gauges.ack_pending.set(unacked)
     gauges.lag_seconds.set(lag)
 
 

@@ -39,8 +39,20 @@ async def test_pending_and_lag_on_metrics_during_and_after_a_backlog(settings: S
                     f"http://127.0.0.1:{recorder.ops.port}/metrics",  # type: ignore[union-attr]
                     f"http://127.0.0.1:{aggregator.ops.port}/metrics",
                 ]
-                first = [(await http.get(u)).text for u in urls]
-                for text in first:
+
+                async def first_sample(url: str) -> str:
+                    return (await http.get(url)).text
+
+                for url in urls:
+                    # The first sample is taken by a background task just after start.
+                    text = await eventually(
+                        lambda url=url: first_sample(url),  # type: ignore[misc]
+                        until=lambda t: (
+                            gauge(t, "consumer_pending") + gauge(t, "consumer_ack_pending") > 0
+                        ),
+                        timeout=10,
+                        what="a first backlog sample",
+                    )
                     backlog = gauge(text, "consumer_pending") + gauge(text, "consumer_ack_pending")
                     assert 0 < backlog <= 2000
                     assert gauge(text, "consumer_lag_seconds") >= 1.0
