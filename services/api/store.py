@@ -23,6 +23,7 @@ import asyncpg
 from services.api.metrics import DayRecord, Rollup
 from shared.db import SchemaError, check_schema
 from shared.logs import get_log
+from shared.rollup_row import COUNT_COLUMNS, ROLLUP_COLUMNS
 
 log = get_log(__name__)
 
@@ -137,21 +138,18 @@ class MetricsStore(Protocol):
         ...
 
 
-_ROLLUP_COLUMNS = """total_checks, up_checks, degraded_checks, down_checks, total_requests,
-    successful_requests, failed_requests, within_threshold, timed_requests,
-    sum_response_time_ms, min_response_time_ms, max_response_time_ms, errors, latency_hist"""
+_ROLLUP_COLUMNS = ", ".join(ROLLUP_COLUMNS)
 
-
-_SUMS = """service_id, sum(total_checks)::bigint AS total_checks,
-    sum(up_checks)::bigint AS up_checks, sum(degraded_checks)::bigint AS degraded_checks,
-    sum(down_checks)::bigint AS down_checks, sum(total_requests)::bigint AS total_requests,
-    sum(successful_requests)::bigint AS successful_requests,
-    sum(failed_requests)::bigint AS failed_requests,
-    sum(within_threshold)::bigint AS within_threshold,
-    sum(timed_requests)::bigint AS timed_requests,
-    sum(sum_response_time_ms) AS sum_response_time_ms,
-    min(min_response_time_ms) AS min_response_time_ms,
-    max(max_response_time_ms) AS max_response_time_ms"""
+# A window's rows summed per service: counts and the time sum add up, min/max merge.
+_SUMS = ", ".join(
+    [
+        "service_id",
+        *(f"sum({c})::bigint AS {c}" for c in COUNT_COLUMNS),
+        "sum(sum_response_time_ms) AS sum_response_time_ms",
+        "min(min_response_time_ms) AS min_response_time_ms",
+        "max(max_response_time_ms) AS max_response_time_ms",
+    ]
+)
 
 _WINDOW_TOTALS = f"""
 WITH r AS (
@@ -192,22 +190,10 @@ FROM t LEFT JOIN e ON e.service_id = t.service_id
 
 
 def _rollup(row: asyncpg.Record) -> Rollup:
-    return Rollup(
-        total_checks=row["total_checks"],
-        up_checks=row["up_checks"],
-        degraded_checks=row["degraded_checks"],
-        down_checks=row["down_checks"],
-        total_requests=row["total_requests"],
-        successful_requests=row["successful_requests"],
-        failed_requests=row["failed_requests"],
-        within_threshold=row["within_threshold"],
-        timed_requests=row["timed_requests"],
-        sum_response_time_ms=row["sum_response_time_ms"],
-        min_response_time_ms=row["min_response_time_ms"],
-        max_response_time_ms=row["max_response_time_ms"],
-        errors=row["errors"] or {},
-        latency_hist=row["latency_hist"] or {},
-    )
+    values = {c: row[c] for c in ROLLUP_COLUMNS}
+    values["errors"] = values["errors"] or {}
+    values["latency_hist"] = values["latency_hist"] or {}
+    return Rollup(**values)
 
 
 def _service(row: asyncpg.Record) -> ServiceInfo:
