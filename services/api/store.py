@@ -151,28 +151,17 @@ _SUMS = ", ".join(
     ]
 )
 
-_WINDOW_TOTALS = f"""
-WITH r AS (
-    SELECT * FROM api_call_logs
-    WHERE service_id = ANY($1::text[]) AND day BETWEEN $2 AND $3
-), t AS (
-    SELECT {_SUMS} FROM r GROUP BY service_id
-), h AS (
+
+def _window_totals_sql(*, histograms: bool) -> str:
+    """One row per service summing a window of api_call_logs; the histogram merge is optional
+    because it is the expensive part and most answers do not need percentiles."""
+    hist_cte = """, h AS (
     SELECT service_id, jsonb_object_agg(k, n) AS latency_hist FROM (
         SELECT r.service_id, e.key AS k, sum(e.value::bigint) AS n
         FROM r, jsonb_each_text(r.latency_hist) e GROUP BY 1, 2) x
     GROUP BY service_id
-), e AS (
-    SELECT service_id, jsonb_object_agg(k, n) AS errors FROM (
-        SELECT r.service_id, e.key AS k, sum(e.value::bigint) AS n
-        FROM r, jsonb_each_text(r.errors) e GROUP BY 1, 2) x
-    GROUP BY service_id
-)
-SELECT t.*, e.errors, h.latency_hist
-FROM t LEFT JOIN h ON h.service_id = t.service_id LEFT JOIN e ON e.service_id = t.service_id
-"""
-
-_WINDOW_TOTALS_NO_HIST = f"""
+)"""
+    return f"""
 WITH r AS (
     SELECT * FROM api_call_logs
     WHERE service_id = ANY($1::text[]) AND day BETWEEN $2 AND $3
@@ -183,10 +172,15 @@ WITH r AS (
         SELECT r.service_id, e.key AS k, sum(e.value::bigint) AS n
         FROM r, jsonb_each_text(r.errors) e GROUP BY 1, 2) x
     GROUP BY service_id
-)
-SELECT t.*, e.errors, NULL::jsonb AS latency_hist
+){hist_cte if histograms else ""}
+SELECT t.*, e.errors, {"h.latency_hist" if histograms else "NULL::jsonb AS latency_hist"}
 FROM t LEFT JOIN e ON e.service_id = t.service_id
+{"LEFT JOIN h ON h.service_id = t.service_id" if histograms else ""}
 """
+
+
+_WINDOW_TOTALS = _window_totals_sql(histograms=True)
+_WINDOW_TOTALS_NO_HIST = _window_totals_sql(histograms=False)
 
 
 def _rollup(row: asyncpg.Record) -> Rollup:

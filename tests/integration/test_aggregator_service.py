@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import nats
 import pytest
 from nats.js import JetStreamContext
 
@@ -25,8 +24,8 @@ from shared.events import (
     check_subject,
 )
 from shared.settings import Settings
-from shared.streams import ensure_streams
 from tests.factories import make_check_completed, make_endpoint_result
+from tests.jetstream import jetstream
 from tests.polling import eventually
 
 TODAY = datetime.now(UTC).date()
@@ -45,17 +44,6 @@ async def running(settings: Settings) -> AsyncIterator[Aggregator]:
         yield agg
     finally:
         await agg.stop()
-
-
-@asynccontextmanager
-async def jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js, settings)
-        yield js
-    finally:
-        await nc.close()
 
 
 async def publish(js: JetStreamContext, checks: list[CheckCompleted], prefix: str = "") -> None:

@@ -15,14 +15,11 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -30,8 +27,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from shared import histogram
 from shared.events import CheckCompleted, check_subject
 from shared.settings import Settings
-from shared.streams import ensure_streams
 from tests.factories import make_check_completed, make_endpoint_result
+from tests.jetstream import jetstream
 from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,17 +153,6 @@ POISON = [
 
 
 # --- NATS and PostgreSQL helpers --------------------------------------------------------------
-
-
-@asynccontextmanager
-async def jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js, settings)
-        yield js
-    finally:
-        await nc.close()
 
 
 async def add_consumers(js: JetStreamContext) -> None:
