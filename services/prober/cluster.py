@@ -107,7 +107,9 @@ class Membership:
         """Stop the heartbeat and delete the lease, so the others take over at once."""
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Bounded: a KV call stuck in the cancelled heartbeat must not hold up shutdown
+            # (seen once: SIGTERM hung here until the supervisor's SIGKILL).
+            await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
         if self._kv is not None:
             try:
@@ -120,7 +122,9 @@ class Membership:
         while True:
             await asyncio.sleep(self._settings.heartbeat_seconds)
             try:
-                await self._beat()
+                # A beat that outlives its lease is worthless; never let one hang the loop.
+                async with asyncio.timeout(max(2.0, self._settings.member_ttl_seconds)):
+                    await self._beat()
                 if failing:
                     log.info("heartbeat recovered", members=len(self.members))
                 failing = False
