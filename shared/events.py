@@ -159,6 +159,13 @@ class StatusChanged(WireModel):
     to_status: CheckStatus = Field(alias="to")
     at: AwareDatetime
     check_id: UUID
+    regions: dict[str, CheckStatus] | None = Field(
+        default=None,
+        description=(
+            "With probers in several regions: each voting region's latest status "
+            "(the service is down when at least half of them are down)."
+        ),
+    )
 
 
 class SlaWindow(WireModel):

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     prober_concurrency: int = Field(default=500, ge=1, description="Checks in flight at once.")
     recorder_batch_size: int = Field(default=1000, ge=1, le=100_000)
     aggregator_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    status_quorum: bool = Field(
+        default=True,
+        description=(
+            "Aggregator: a service is down only when at least half the regions probing it "
+            "see it down (their latest checks within two intervals); false = every check "
+            "moves the status."
+        ),
+    )
     stale_cache_seconds: int = Field(
         default=86_400, ge=0, description="How old a stale answer may be."
     )

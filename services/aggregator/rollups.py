@@ -163,35 +163,14 @@ class ServiceState:
 
 @dataclass(frozen=True)
 class Transition:
-    """A status change decided by one check."""
+    """A status change decided by one check (see `quorum`)."""
 
     service_id: str
     from_status: CheckStatus | None
     to_status: CheckStatus
     at: datetime
     check_id: UUID
-
-
-def transitions(
-    state: ServiceState, checks: Iterable[CheckCompleted]
-) -> tuple[ServiceState, list[Transition]]:
-    """Walk a service's new checks in time order; only a check newer than the state moves it."""
-    out: list[Transition] = []
-    for check in sorted(checks, key=lambda c: (c.started_at, str(c.check_id))):
-        if state.last_started_at is not None and check.started_at <= state.last_started_at:
-            continue
-        if check.status != state.last_status:
-            out.append(
-                Transition(
-                    check.service_id,
-                    state.last_status,
-                    check.status,
-                    check.started_at,
-                    check.check_id,
-                )
-            )
-        state = ServiceState(check.status, check.check_id, check.started_at)
-    return state, out
+    regions: dict[str, CheckStatus] | None = None  # the regions that voted, when several
 
 
 def sla_window(today: date, days: int) -> tuple[date, date]:

@@ -1,8 +1,8 @@
 """The aggregator's PostgreSQL side: one transaction per batch, the outbox, partitions.
 
 Each table written here has the aggregator as its only writer. Locks are taken in one
-order (applied checks, service_state, daily, hourly, uptime_records, outbox), each in key
-order, so replicas sharing the consumer do not deadlock on one another's rows.
+order (applied checks, service_state, daily, hourly, uptime_records, region states, outbox),
+each in key order, so replicas sharing the consumer do not deadlock on one another's rows.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.aggregator import rollups
+from services.aggregator import quorum, rollups
+from services.aggregator.quorum import RegionState
 from services.aggregator.rollups import ServiceState
 from shared import db, rules
 from shared.events import (
@@ -32,6 +33,7 @@ from shared.settings import Settings
 APPLIED_TABLE = "aggregator_applied"
 _MAINTENANCE_LOCK = 0x5741_5443_4803  # "WATCH" + 3: one replica maintains partitions at a time
 _OUTBOX_LOCK = 0x5741_5443_4833  # one replica relays the outbox at a time, keeping its order
+_UNKNOWN_INTERVAL_SECONDS = 60.0  # a region's vote lasts two intervals; this before ServiceDefined
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -174,7 +176,8 @@ class RollupStore:
     ) -> list[OutboxEvent]:
         services = sorted({c.service_id for c in checks})
         states = await self._lock_states(conn, services)
-        targets = await self._targets(conn, services)
+        regions = await self._region_states(conn, services, states)
+        targets, intervals = await self._targets(conn, services)
 
         sums = rollups.rollup(checks)
         daily = await conn.fetch(_DAILY_SQL, *rollups.columns(sums.daily))
@@ -189,9 +192,21 @@ class RollupStore:
             by_service.setdefault(check.service_id, []).append(check)
         window_uptime = await self._window_uptime(conn, services, now.astimezone(UTC).date())
         updates = []
+        region_updates: list[tuple[str, str, RegionState]] = []
         for service in services:
             state, breached = states[service]
-            new_state, moves = rollups.transitions(state, by_service[service])
+            new_state, new_regions, moves = quorum.decide(
+                state,
+                regions[service],
+                by_service[service],
+                stale_after=timedelta(seconds=2 * intervals[service]),
+                region_of=self._region_of,
+            )
+            region_updates += [
+                (service, r, v)
+                for r, v in sorted(new_regions.items())
+                if regions[service].get(r) != v
+            ]
             events += [_status_event(t) for t in moves]
             flip = rollups.sla_flip(breached, window_uptime.get(service), targets[service])
             if flip is not None:
@@ -226,6 +241,22 @@ class RollupStore:
             [u[2] for u in updates],
             [u[3] for u in updates],
         )
+        if self._settings.status_quorum and region_updates:
+            await conn.execute(
+                """INSERT INTO service_region_state AS t
+                       (service_id, region, last_status, last_check_id, last_started_at)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
+                                        $5::timestamptz[])
+                   ON CONFLICT (service_id, region) DO UPDATE SET
+                       last_status = excluded.last_status,
+                       last_check_id = excluded.last_check_id,
+                       last_started_at = excluded.last_started_at, updated_at = now()""",
+                [u[0] for u in region_updates],
+                [u[1] for u in region_updates],
+                [u[2].status for u in region_updates],
+                [u[2].check_id for u in region_updates],
+                [u[2].started_at for u in region_updates],
+            )
         if events:
             await conn.execute(
                 """INSERT INTO event_outbox (msg_id, subject, payload)
@@ -259,12 +290,51 @@ class RollupStore:
             for r in rows
         }
 
-    async def _targets(self, conn: Conn, services: list[str]) -> dict[str, float]:
+    def _region_of(self, check: CheckCompleted) -> str:
+        return check.region if self._settings.status_quorum else quorum.ONE_REGION
+
+    async def _region_states(
+        self, conn: Conn, services: list[str], states: dict[str, tuple[ServiceState, bool]]
+    ) -> dict[str, dict[str, RegionState]]:
+        """Each region's latest check per service (read under the service_state row locks)."""
+        out: dict[str, dict[str, RegionState]] = {s: {} for s in services}
+        if not self._settings.status_quorum:
+            # One region: its latest check is the service's.
+            for service, (state, _) in states.items():
+                status, check_id = state.last_status, state.last_check_id
+                started_at = state.last_started_at
+                if status is not None and check_id is not None and started_at is not None:
+                    out[service][quorum.ONE_REGION] = RegionState(status, check_id, started_at)
+            return out
         rows = await conn.fetch(
-            "SELECT id, sla_target FROM services WHERE id = ANY($1::text[])", services
+            """SELECT service_id, region, last_status, last_check_id, last_started_at
+               FROM service_region_state WHERE service_id = ANY($1::text[])""",
+            services,
         )
-        known = {r["id"]: float(r["sla_target"]) for r in rows}
-        return {s: known.get(s, self._settings.sla_target) for s in services}
+        for r in rows:
+            out[r["service_id"]][r["region"]] = RegionState(
+                r["last_status"], r["last_check_id"], r["last_started_at"]
+            )
+        return out
+
+    async def _targets(
+        self, conn: Conn, services: list[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Each service's SLA target and check interval (defaults for one not yet defined)."""
+        rows = await conn.fetch(
+            "SELECT id, sla_target, interval_seconds FROM services WHERE id = ANY($1::text[])",
+            services,
+        )
+        known = {r["id"]: r for r in rows}
+        targets = {
+            s: float(known[s]["sla_target"]) if s in known else self._settings.sla_target
+            for s in services
+        }
+        intervals = {
+            s: float(known[s]["interval_seconds"]) if s in known else _UNKNOWN_INTERVAL_SECONDS
+            for s in services
+        }
+        return targets, intervals
 
     async def _write_uptime(
         self, conn: Conn, daily: list[asyncpg.Record], targets: dict[str, float]
@@ -364,6 +434,7 @@ def _status_event(t: rollups.Transition) -> OutboxEvent:
         to_status=t.to_status,
         at=t.at,
         check_id=t.check_id,
+        regions=t.regions,
     )
     return OutboxEvent(
         msg_id=f"status-{t.check_id}",

@@ -329,6 +329,73 @@ async def _events(agg: Aggregator) -> float:
     return metric(agg, "events_published_total", type="StatusChanged")
 
 
+def _region_checks(service_id: str) -> list[CheckCompleted]:
+    """Three regions checking at the same due times; eu alone fails first, then us too."""
+    base = datetime.now(UTC) - timedelta(minutes=5)
+    rounds = [("up", "up", "up"), ("down", "up", "up"), ("down", "down", "up"), ("up", "up", "up")]
+    return [
+        make_check_completed(
+            service_id=service_id,
+            region=region,
+            status=status,
+            started_at=base + timedelta(seconds=30 * i + j),  # regions a second apart
+        )
+        for i, statuses in enumerate(rounds)
+        for j, (region, status) in enumerate(zip(("eu", "us", "ap"), statuses, strict=True))
+    ]
+
+
+@pytest.mark.parametrize("quorum", [True, False])
+async def test_status_across_regions_needs_half_of_them_down(
+    settings: Settings, quorum: bool
+) -> None:
+    settings = settings.model_copy(update={"status_quorum": quorum})
+    await add_service(settings.database_url, "svc-q", 99.9)  # a 30 s interval
+    checks = _region_checks("svc-q")
+    async with jetstream(settings) as js, running(settings) as agg:
+        await publish(js, checks[:4])  # the first batch or two ...
+        await wait_applied(agg, 4)
+        await publish(js, checks[4:])  # ... and the rest later: the regions' state persists
+        await publish(js, checks[5:7], prefix="again-")  # replays change nothing
+        await wait_applied(agg, len(checks))
+        await settled(js)
+        assert metric(agg, "checks_applied_total") == len(checks)
+        expected = 3 if quorum else 5
+        await eventually(lambda: _events(agg), until=lambda n: n >= expected, what="status events")
+        events = [json.loads(m.data) for m in await fetch_all(js, "watch.event.status.svc-q")]
+    moves = [(e["from"], e["to"]) for e in events]
+    if quorum:
+        # eu's failure alone (1 of 3) is not an outage; eu + us (2 of 3) is.
+        assert moves == [(None, "up"), ("up", "down"), ("down", "up")]
+        assert events[1]["checkId"] == str(checks[7].check_id)  # us's down in round 3
+        assert events[1]["regions"] == {"ap": "up", "eu": "down", "us": "down"}
+        assert events[2]["checkId"] == str(checks[9].check_id)  # eu back: 1 of 3 down
+        regions = await rows(
+            settings.database_url,
+            "SELECT region, last_status FROM service_region_state WHERE service_id = 'svc-q'"
+            " ORDER BY region",
+        )
+        assert [(r["region"], r["last_status"]) for r in regions] == [
+            ("ap", "up"),
+            ("eu", "up"),
+            ("us", "up"),
+        ]
+    else:
+        # Every check moves the status: eu's and us's failures flap it.
+        assert moves == [
+            (None, "up"),
+            ("up", "down"),
+            ("down", "up"),
+            ("up", "down"),
+            ("down", "up"),
+        ]
+        assert all(e["regions"] is None for e in events)
+    state = await rows(
+        settings.database_url, "SELECT last_status FROM service_state WHERE service_id = 'svc-q'"
+    )
+    assert state[0]["last_status"] == "up"
+
+
 async def test_sla_breached_then_recovered(settings: Settings) -> None:
     await add_service(settings.database_url, "svc-sla", 99.0)
     now = datetime.now(UTC)

@@ -10,15 +10,17 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from services.aggregator import rollups
+from services.aggregator import quorum, rollups
 from services.aggregator.consumer import dlq_reason
 from services.aggregator.outbox import event_type
+from services.aggregator.quorum import RegionState
 from services.aggregator.rollups import Counters, ServiceState
 from shared import histogram
 from shared.events import CheckCompleted
 from tests.factories import make_check_completed, make_endpoint_result
 
 T0 = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 def _mixed_check(started_at: datetime = T0) -> CheckCompleted:
@@ -181,7 +183,9 @@ def test_transitions_count_each_change_once_including_the_first() -> None:
         _check("down", 3),
         _check("up", 4),
     ]
-    state, moves = rollups.transitions(ServiceState(), reversed(checks))  # arrival order varies
+    state, _, moves = quorum.decide(
+        ServiceState(), {}, reversed(checks), stale_after=HOUR
+    )  # arrival order varies
     assert [(m.from_status, m.to_status) for m in moves] == [
         (None, "up"),
         ("up", "down"),
@@ -197,9 +201,10 @@ def test_transitions_count_each_change_once_including_the_first() -> None:
 
 def test_a_check_older_than_the_state_does_not_move_it() -> None:
     state = ServiceState("up", uuid.uuid4(), T0 + timedelta(minutes=10))
-    new_state, moves = rollups.transitions(state, [_check("down", 5)])
+    regions = {"test": RegionState("up", state.last_check_id, state.last_started_at)}
+    new_state, _, moves = quorum.decide(state, regions, [_check("down", 5)], stale_after=HOUR)
     assert moves == [] and new_state == state
-    new_state, moves = rollups.transitions(state, [_check("down", 11)])
+    new_state, _, moves = quorum.decide(state, regions, [_check("down", 11)], stale_after=HOUR)
     assert [(m.from_status, m.to_status) for m in moves] == [("up", "down")]
 
 
