@@ -1,6 +1,11 @@
 """Data for bench_api.py: raw results in whatever raw layout the migrations made, and the
 matching rollups, generated in SQL (generate_series into an unlogged stage table).
 
+Speed (100 M results is the goal): one UTC day per transaction, `WORKERS` connections working
+on different days at once (different partitions and rollup keys, so they never wait for each
+other), and time-ordered check ids (`uuidv7()` where PostgreSQL has it), so the primary key
+index is appended to instead of written at random places.
+
 The raw layout is read from the catalog at run time, because it changes between schema
 versions: the version-1 partitioned tables `watch_server_logs` + `api_response_times`, or the
 compact `check_results` (one row per one-endpoint check, names as small ids) with the seed's
@@ -11,14 +16,16 @@ Rollups come from the same stage rows, so they equal what the raw tables hold.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
-CHUNK_DAYS = 30
+WORKERS = 2  # connections generating at once: one per core of the benchmark machine
 LATENCY_THRESHOLD_MS = 500.0
 GAMMA_SQL = "ln((1 + 0.01) / (1 - 0.01))"  # shared.histogram: 1 % relative accuracy
 
@@ -129,11 +136,11 @@ def _expression(col: Column) -> str | None:
     return None
 
 
-def _insert_sql(table: str, columns: list[Column]) -> str:
+def _insert_sql(table: str, columns: list[Column], stage: str) -> str:
     pairs = [(c.name, e) for c in columns if (e := _expression(c)) is not None]
     names = ", ".join(n for n, _ in pairs)
     values = ", ".join(e for _, e in pairs)
-    return f"INSERT INTO {table} ({names}) SELECT {values} FROM bench_stage g"
+    return f"INSERT INTO {table} ({names}) SELECT {values} FROM {stage} g"
 
 
 async def prepare(
@@ -201,7 +208,7 @@ async def prepare(
 
 
 STAGE_SQL = """
-CREATE UNLOGGED TABLE bench_stage AS
+CREATE UNLOGGED TABLE {stage} AS
 SELECT check_id, started_at, service_id, service_ref, endpoint_ref, source_ref,
        CASE WHEN failed THEN 'down' WHEN rt > {threshold} THEN 'degraded' ELSE 'up' END
            AS status,
@@ -213,24 +220,30 @@ SELECT check_id, started_at, service_id, service_ref, endpoint_ref, source_ref,
        CASE WHEN failed AND timed_out THEN 'timeout' WHEN failed THEN 'http_status' END
            AS error_type
 FROM (
-    SELECT gen_random_uuid() AS check_id,
-           t + make_interval(secs => $3 + (i.s - 1) * $4 / $5) AS started_at,
+    SELECT {new_id}() AS check_id, t + i.shift AS started_at,
            i.service_id, i.service_ref, i.endpoint_ref, i.source_ref,
-           -- about 1 % of service-days are an outage day with 20 % failures
-           random() < CASE WHEN (i.s * 7919 + (t::date - date '2000-01-01') * 104729) % 97 = 0
-                           THEN 0.2 ELSE i.fail_p END AS failed,
+           random() < i.fail_p AS failed,
            random() < 0.5 AS timed_out,
            greatest(1.0, 80 * exp(0.6 * sqrt(-2 * ln(1 - random()))
                                   * cos(2 * pi() * random())))::real AS rt
     FROM generate_series($1::timestamptz, $2::timestamptz - interval '1 microsecond',
                          make_interval(secs => $4)) AS t
-    CROSS JOIN bench_ids i
+    -- Per service once per chunk (a UTC day, number $6), not per row: its place in the
+    -- interval, and its failure rate, where about 1 % of service-days are an outage day
+    -- with 20 % failures.
+    CROSS JOIN (
+        SELECT service_id, service_ref, endpoint_ref, source_ref,
+               make_interval(secs => $3 + (s - 1) * $4 / $5) AS shift,
+               CASE WHEN (s * 7919 + $6 * 104729) % 97 = 0 THEN 0.2 ELSE fail_p END AS fail_p
+        FROM bench_ids
+    ) i
 ) x
-WHERE started_at < now()
+-- The chunk's own day only, so workers on neighbouring days never touch the same rollup row.
+WHERE started_at >= $7 AND started_at < $2 AND started_at < now()
 """
 
 
-def _rollup_sql(table: str, key: str, key_expr: str, where: str) -> str:
+def _rollup_sql(table: str, key: str, key_expr: str, where: str, stage: str) -> str:
     """Upsert the stage rows' counters into a rollup table (daily or hourly)."""
     counters = [
         "total_checks",
@@ -249,7 +262,7 @@ def _rollup_sql(table: str, key: str, key_expr: str, where: str) -> str:
 WITH base AS (
     SELECT service_id, {key_expr} AS {key}, status, ok, within, status_code,
            rt::double precision AS rt, error_type
-    FROM bench_stage {where}
+    FROM {stage} {where}
 ), c AS (
     SELECT service_id, {key},
            count(*) AS total_checks,
@@ -308,7 +321,7 @@ ON CONFLICT (service_id, day) DO UPDATE SET
 
 
 async def generate_step(
-    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
     *,
     layout: RawLayout,
     sids: list[str],
@@ -321,41 +334,80 @@ async def generate_step(
     progress: Callable[[str], None],
 ) -> int:
     """One pass of raw results over [first, last] and its rollups; returns the raw rows."""
-    inserts = [_insert_sql(t, cols) for t, cols in layout.tables.items()]
     hourly_from = datetime.now(UTC) - timedelta(days=hourly_days)
-    daily = _rollup_sql("api_call_logs", "day", "(started_at AT TIME ZONE 'UTC')::date", "")
-    hourly = _rollup_sql(
-        "api_call_logs_hourly", "hour", "date_trunc('hour', started_at)", "WHERE started_at >= $1"
+    new_id = (
+        "uuidv7"
+        if await pool.fetchval("SELECT current_setting('server_version_num')::int >= 180000")
+        else "gen_random_uuid"
     )
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    queue = list(reversed(days))
     total = 0
-    day = first
-    while day <= last:
-        end = min(day + timedelta(days=CHUNK_DAYS), last + timedelta(days=1))
-        started = time.monotonic()
+    phases: dict[str, float] = {}
+    started_all = time.monotonic()
+    reported = started_all
+
+    async def one_chunk(conn: Any, worker: int, day: date) -> int:
+        stage = f"bench_stage_{worker}"
         lo = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-        hi = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
+        hi = lo + timedelta(days=1)
+        daily = _rollup_sql(
+            "api_call_logs", "day", "(started_at AT TIME ZONE 'UTC')::date", "", stage
+        )
+        hourly = _rollup_sql(
+            "api_call_logs_hourly", "hour", "date_trunc('hour', started_at)",
+            "WHERE started_at >= $1", stage,
+        )  # fmt: skip
         async with conn.transaction():
-            await conn.execute(
-                STAGE_SQL.format(threshold=LATENCY_THRESHOLD_MS),
-                lo,
-                hi,
-                offset,
-                interval,
-                len(sids),
-            )
-            rows = int(await conn.fetchval("SELECT count(*) FROM bench_stage"))
-            for sql in inserts:
-                await conn.execute(sql)
+            t = time.monotonic()
+            sql = STAGE_SQL.format(threshold=LATENCY_THRESHOLD_MS, stage=stage, new_id=new_id)
+            # Every chunk steps on one grid (first + k * interval), starting two intervals
+            # early so the services shifted furthest still reach the day's first seconds.
+            base = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+            k = int((lo - base).total_seconds() // interval) - 2
+            grid_start = base + timedelta(seconds=k * interval)
+            day_number = (day - date(2000, 1, 1)).days
+            await conn.execute(sql, grid_start, hi, offset, interval, len(sids), day_number, lo)
+            rows = int(await conn.fetchval(f"SELECT count(*) FROM {stage}"))
+            t = _note(phases, "stage", t)
+            for table, cols in layout.tables.items():
+                await conn.execute(_insert_sql(table, cols, stage))
+            t = _note(phases, "raw insert", t)
             await conn.execute(daily)
+            t = _note(phases, "daily rollup", t)
             if hi > hourly_from:
                 await conn.execute(hourly, hourly_from)
-            await conn.execute("DROP TABLE bench_stage")
-        total += rows
-        took = time.monotonic() - started
-        progress(f"{day}..{end - timedelta(days=1)}: {rows:,} results in {took:.0f} s")
-        day = end
-    await conn.execute(DAY_RECORDS_SQL, major_outage_below)
-    started = time.monotonic()
-    await conn.execute("VACUUM (ANALYZE)")
+                t = _note(phases, "hourly rollup", t)
+            await conn.execute(f"DROP TABLE {stage}")
+        return rows
+
+    async def worker(index: int) -> None:
+        nonlocal total, reported
+        async with pool.acquire() as conn:
+            while queue:
+                rows = await one_chunk(conn, index, queue.pop())
+                total += rows
+                now = time.monotonic()
+                if now - reported >= 30 or not queue:
+                    reported = now
+                    rate = total / max(now - started_all, 1e-9)
+                    done = len(days) - len(queue)
+                    progress(f"{done}/{len(days)} days, {total:,} results, {rate:,.0f}/s")
+
+    await asyncio.gather(*(worker(i) for i in range(WORKERS)))
+    spent = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+    took = time.monotonic() - started_all
+    progress(f"{total:,} results in {took:.0f} s (summed over workers: {spent})")
+    async with pool.acquire() as conn:
+        await conn.execute(DAY_RECORDS_SQL, major_outage_below)
+        started = time.monotonic()
+        await conn.execute("VACUUM (ANALYZE)")
     progress(f"VACUUM ANALYZE in {time.monotonic() - started:.0f} s")
     return total
+
+
+def _note(phases: dict[str, float], name: str, since: float) -> float:
+    """Add the time since `since` to a phase; returns now."""
+    now = time.monotonic()
+    phases[name] = phases.get(name, 0.0) + now - since
+    return now

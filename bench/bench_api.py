@@ -1,28 +1,34 @@
 """Metrics API benchmark: answers from the rollups vs the same answers from the raw tables.
 
-    .venv/bin/python bench/bench_api.py                       # 1,000 services, a year, 2 sizes
-    .venv/bin/python bench/bench_api.py --services 100 --days 60 --interval 600   # quick
+    .venv/bin/python bench/bench_api.py            # 1,000 services, a year, 50 M then 100 M
+    .venv/bin/python bench/bench_api.py --quick    # 100 services, 60 days: a few minutes
+    .venv/bin/python bench/bench_api.py --generate-only --workdir /big/disk   # data only
+    .venv/bin/python bench/bench_api.py --reuse /big/disk/watch-bench-api-XXXX   # measure it
 
 What it does, in one run:
 1. starts an embedded PostgreSQL (deploy/local/embedded.py, fsync off) in a temporary folder
    and applies the migrations;
-2. size 1: generates raw results for every service over `--days` days, one check per
-   `--interval` seconds, with SQL generate_series into an unlogged stage table, copied into
-   whatever raw layout the migrations created (read from the catalog at run time: the
-   version-1 tables watch_server_logs + api_response_times, or the compact check_results),
-   and the matching daily rollups (api_call_logs, uptime_records; for the whole period),
-   hourly rollups (the last `--hourly-days`) and service_state, all computed from the same
-   stage rows, so the rollups equal the raw data;
-3. starts the api as a process (`python -m services.api`, its default read-only role) and
-   measures GET /api/metrics/{id}?days=30 and /api/sla/{id}?days=30 with an aiohttp client,
-   one request at a time and 32 at a time, random services; then the same answers computed
-   by SQL over the raw tables (through the seed's names watch_server_logs /
-   api_response_times), one at a time, and checks the two answers agree;
-4. size 2: adds a second pass of raw results (shifted by half an interval, so twice the raw
-   rows; the rollup row count stays the same) and measures again.
+2. pass 1: generates raw results for every service over `--days` days, one check per
+   `--interval` seconds (630 s: 50 M results for 1,000 services over a year), in SQL
+   (bench/api_generate.py: generate_series, one UTC day per transaction, two connections at
+   once) into whatever raw layout the migrations created, with the matching daily rollups and
+   day records (whole period) and hourly rollups (last `--hourly-days`), all computed from
+   the same generated rows, so the rollups equal the raw data;
+3. starts the api as a process (`python -m services.api`, its default read-only role), checks
+   that its answers equal the raw queries' for 5 services (percentiles within 1 %), and loads
+   GET /api/metrics/{id}?days=30 and /api/sla/{id}?days=30 with wrk (Debian's `wrk`, installed
+   with apt-get when missing and root; one thread, a Lua script choosing a random service per
+   request) at 1, 4, 8, 16 and 32 requests in flight, `--seconds` each; next to each row the
+   CPU per request of the api process, of PostgreSQL and of wrk itself (so it shows the client
+   is not the bottleneck); then the api's own SQL without HTTP, and the same answers computed
+   by SQL over the raw tables (the seed's names watch_server_logs / api_response_times);
+4. pass 2: a second pass of raw results shifted by half an interval (twice the raw rows, the
+   rollup row count unchanged), and measures again.
 
-The api, the database and the client share the machine (and other work may run on it):
-compare rows of the same run, not runs.
+wrk keeps each connection's next request waiting for the previous answer (a closed loop), so
+"in flight" is the concurrency, and queueing on a busy machine shows up in p99 as it would for
+real clients. The api, the database and wrk share the machine (and other work may run on it):
+compare rows of the same run, not runs; the load average is printed beside each row.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ import asyncpg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.api_generate import RawLayout, generate_step, prepare  # noqa: E402
+from bench.api_generate import WORKERS, RawLayout, detect_layout, generate_step, prepare  # noqa: E402
 from deploy.local.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from services.api.store import PostgresStore  # noqa: E402
 from shared.db import migrate  # noqa: E402
@@ -114,7 +120,7 @@ async def best_of(
 class ApiProcess:
     """`python -m services.api` against the bench database, stopped by PID."""
 
-    def __init__(self, dsn: str, log: Path) -> None:
+    def __init__(self, dsn: str, log: Path, *, source: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -130,7 +136,7 @@ class ApiProcess:
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.api"],
-            cwd=REPO,
+            cwd=source,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -158,6 +164,118 @@ class ApiProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._log.close()
+
+
+WRK_SCRIPT = """
+local services = tonumber(os.getenv("BENCH_SERVICES"))
+local template = os.getenv("BENCH_PATH")
+function init(args) math.randomseed(tonumber(os.getenv("BENCH_SEED"))) end
+request = function()
+  local sid = string.format("svc-%04d", math.random(1, services))
+  return wrk.format("GET", string.format(template, sid))
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "errors": %d, "non2xx": %d, "p50": %d, "p99": %d, "us": %d}\\n',
+    summary.requests, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def wrk_binary() -> str:
+    """wrk on PATH; installed from Debian's packages when missing and we are root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk missing: apt-get install -y wrk", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "wrk"]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("bench-api needs wrk (Debian package `wrk`): install it and rerun")
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (from /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent pid
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+@dataclass
+class Load:
+    """One wrk run: closed loop, `concurrency` connections each with one request in flight."""
+
+    name: str
+    concurrency: int
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    rate: float
+    api_cpu_ms: float  # per request: the api process
+    db_cpu_ms: float  # per request: the PostgreSQL server processes
+    client_cpu_ms: float  # per request: wrk
+
+
+def run_wrk(
+    binary: str,
+    *,
+    url: str,
+    path: str,
+    services: int,
+    concurrency: int,
+    seconds: float,
+    script: Path,
+    api_pid: int,
+    db_pid: int,
+) -> Load:
+    """Random services from svc-0001 on, `concurrency` in flight for `seconds`."""
+    env = {
+        **os.environ,
+        "BENCH_SERVICES": str(services),
+        "BENCH_PATH": path.replace("{}", "%s"),
+        "BENCH_SEED": str(7 + concurrency),
+    }
+    cmd = [binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    cmd += ["-s", str(script), url]
+    before = (tree_cpu_seconds(api_pid), tree_cpu_seconds(db_pid), os.times())
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    after = (tree_cpu_seconds(api_pid), tree_cpu_seconds(db_pid), os.times())
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    got = json.loads(line.removeprefix("WRKJSON "))
+    if got["errors"] or got["non2xx"]:
+        raise RuntimeError(f"wrk {path} at {concurrency}: {got}")
+    n = max(1, got["requests"])
+    client = (after[2].children_user + after[2].children_system) - (
+        before[2].children_user + before[2].children_system
+    )
+    return Load(
+        name=path,
+        concurrency=concurrency,
+        requests=got["requests"],
+        p50_ms=got["p50"] / 1000,
+        p99_ms=got["p99"] / 1000,
+        rate=got["requests"] / (got["us"] / 1e6),
+        api_cpu_ms=1000 * (after[0] - before[0]) / n,
+        db_cpu_ms=1000 * (after[1] - before[1]) / n,
+        client_cpu_ms=1000 * client / n,
+    )
 
 
 RAW_METRICS = """
@@ -271,92 +389,109 @@ async def check_agreement(
     return problems
 
 
+LEVELS = (1, 4, 8, 16, 32)  # requests in flight
+SEED_PATHS = ("/api/metrics/{}?days=30", "/api/sla/{}?days=30")
+OTHER_PATHS = (
+    "/api/uptime/{}?days=365",
+    "/api/metrics/{}/trend?hours=24",
+    "/api/metrics/{}/trend?resolution=1d&days=90",
+    "/api/badges/{}/uptime.svg?days=30",
+)
+
+
+@dataclass
+class SizeResult:
+    """Everything measured at one data size."""
+
+    label: str
+    loads: list[Load]
+    stats: list[Stat]
+
+
 async def measure_size(
     *,
     label: str,
     dsn: str,
     api: ApiProcess,
+    db_pid: int,
     sids: list[str],
     layout: RawLayout,
-    requests: int,
+    seconds: float,
     raw_queries: int,
-) -> list[tuple[str, Stat]]:
-    """The api and raw measurements at the current data size."""
+    wrk: str,
+    script: Path,
+) -> SizeResult:
+    """The api (over HTTP, wrk) and SQL (rollup and raw) measurements at the current size."""
     rng = random.Random(7)
-    out: list[tuple[str, Stat]] = []
+    result = SizeResult(label, [], [])
     today = datetime.now(UTC).date()
     start = datetime.combine(today - timedelta(days=29), datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    connector = aiohttp.TCPConnector(limit=64)
     async with (
-        aiohttp.ClientSession(connector=connector) as session,
+        aiohttp.ClientSession() as session,
         asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool,
     ):
         await api.wait(session)
         if layout.kind != "none":
             problems = await check_agreement(session, pool, api.url, rng.sample(sids, 5))
-            print(
-                f"  [{label}] api vs raw on 5 services: "
-                + ("all figures agree" if not problems else f"{len(problems)} differences")
+            say(
+                label,
+                "api vs raw on 5 services: "
+                + ("all figures agree" if not problems else f"{len(problems)} differences"),
             )
             for p in problems[:10]:
                 print(f"    {p}")
 
-        for path in ("/api/metrics/{}?days=30", "/api/sla/{}?days=30"):
+        def load(path: str, concurrency: int, duration: float) -> Load:
+            return run_wrk(
+                wrk,
+                url=api.url,
+                path=path,
+                services=len(sids),
+                concurrency=concurrency,
+                seconds=duration,
+                script=script,
+                api_pid=api.proc.pid,
+                db_pid=db_pid,
+            )
 
-            async def call(path: str = path) -> None:
-                url = api.url + path.format(rng.choice(sids))
-                async with session.get(url) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"{url}: {r.status}")
-
-            await measure("warm", call, count=200, concurrency=8)
-            out.append((label, await best_of(path, call, count=max(200, requests // 10))))
-            for concurrency in (8, 32):
-                stat = await measure(path, call, count=requests, concurrency=concurrency)
-                out.append((label, stat))
-
-        for path, count in (
-            ("/api/uptime/{}?days=365", 100),
-            ("/api/metrics/{}/trend?hours=24", 100),
-            ("/api/metrics/{}/trend?resolution=1d&days=90", 100),
-            ("/api/badges/{}/uptime.svg?days=30", 100),
-        ):
-
-            async def call_info(path: str = path) -> None:
-                async with session.get(api.url + path.format(rng.choice(sids))) as r:
-                    await r.read()
-
-            out.append((label, await best_of(path, call_info, count=count)))
+        for path in SEED_PATHS:
+            await asyncio.to_thread(load, path, 8, 2)  # warm caches and prepared statements
+            for concurrency in LEVELS:
+                got = await asyncio.to_thread(load, path, concurrency, seconds)
+                say(
+                    label,
+                    f"{path} x{concurrency}: p50 {got.p50_ms:.2f} p99 "
+                    f"{got.p99_ms:.2f} ms, {got.rate:,.0f}/s, load {os.getloadavg()[0]:.1f}",
+                )
+                result.loads.append(got)
+        for path in OTHER_PATHS:
+            result.loads.append(await asyncio.to_thread(load, path, 1, max(2.0, seconds / 3)))
 
         async def scrape() -> None:
             async with session.get(api.url + "/metrics") as r:
                 await r.read()
 
         name = f"/metrics ({len(sids)} services, uncached)"
-        out.append((label, await best_of(name, scrape, count=5)))
+        result.stats.append(await best_of(name, scrape, count=5))
 
         # The api's own reads for the same answers, without HTTP: SQL next to SQL.
         store = PostgresStore(dsn=dsn, role=None, max_size=2)
         try:
             first_day, last_day = start.date(), today
 
-            async def rollup_metrics() -> None:
-                sid = rng.choice(sids)
-                await store.get_service(sid)
-                await store.window_totals([sid], first_day, last_day)
+            async def rollup_metrics() -> None:  # as the endpoint reads it
+                await store.service_window(rng.choice(sids), first_day, last_day, open_from=today)
 
             async def rollup_sla() -> None:
-                await rollup_metrics()
-                await store.day_records(rng.choice(sids), first_day, last_day)
+                await store.sla_inputs(rng.choice(sids), first_day, last_day)
 
             for name, read in (
                 ("rollup SQL (api store): metrics days=30", rollup_metrics),
                 ("rollup SQL (api store): sla days=30", rollup_sla),
             ):
                 await measure("warm", read, count=50, concurrency=1)
-                out.append((label, await best_of(name, read, count=400)))
+                result.stats.append(await best_of(name, read, count=400))
         finally:
             await store.close()
 
@@ -374,123 +509,195 @@ async def measure_size(
                     await pool.fetch(sql, *args)
 
                 await raw()  # warm the cache once
-                out.append((label, await best_of(name, raw, count=raw_queries)))
-    return out
+                result.stats.append(await best_of(name, raw, count=raw_queries))
+    return result
 
 
-def print_table(rows: list[tuple[str, Stat]], sizes: dict[str, str]) -> None:
+def print_tables(results: list[SizeResult], sizes: dict[str, str]) -> None:
+    """The markdown tables of a run."""
     print()
-    print("| data | what | concurrency | requests | p50 ms | p99 ms | req/s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for label, s in rows:
-        print(
-            f"| {sizes[label]} | `{s.name}` | {s.concurrency} | {len(s.latencies_ms)} | "
-            f"{statistics.median(s.latencies_ms):.2f} | {s.pct(0.99):.2f} | {s.rate:,.0f} |"
-        )
-    print(f"(concurrency 1: the best of {ROUNDS} rounds by median; 8 and 32: one round)")
+    print(
+        "| data | endpoint (wrk, random services) | in flight | requests | p50 ms | p99 ms | "
+        "req/s | api CPU ms/req | PostgreSQL CPU ms/req | wrk CPU ms/req |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        for x in r.loads:
+            print(
+                f"| {sizes[r.label]} | `{x.name}` | {x.concurrency} | {x.requests:,} | "
+                f"{x.p50_ms:.2f} | {x.p99_ms:.2f} | {x.rate:,.0f} | {x.api_cpu_ms:.2f} | "
+                f"{x.db_cpu_ms:.2f} | {x.client_cpu_ms:.3f} |"
+            )
     print()
-    for label in sizes:
-        by = {s.name + f"@{s.concurrency}": s for lab, s in rows if lab == label}
-        for api_name, raw_name in (
-            ("/api/metrics/{}?days=30@1", "raw SQL: metrics days=30@1"),
-            ("/api/sla/{}?days=30@1", "raw SQL: sla days=30@1"),
-            ("rollup SQL (api store): metrics days=30@1", "raw SQL: metrics days=30@1"),
-            ("rollup SQL (api store): sla days=30@1", "raw SQL: sla days=30@1"),
-        ):
-            if api_name in by and raw_name in by:
-                ratio = statistics.median(by[raw_name].latencies_ms) / statistics.median(
-                    by[api_name].latencies_ms
-                )
+    print("| data | SQL, one at a time | queries | p50 ms | p99 ms |")
+    print("|---|---|---:|---:|---:|")
+    for r in results:
+        for st in r.stats:
+            print(
+                f"| {sizes[r.label]} | `{st.name}` | {len(st.latencies_ms)} | "
+                f"{statistics.median(st.latencies_ms):.2f} | {st.pct(0.99):.2f} |"
+            )
+    print(f"(SQL: the best of {ROUNDS} rounds by median)")
+    print()
+    for r in results:
+        raw = {st.name: statistics.median(st.latencies_ms) for st in r.stats}
+        for x in r.loads:
+            kind = "metrics" if "/metrics/{}?" in x.name else "sla" if "/sla/" in x.name else None
+            raw_ms = raw.get(f"raw SQL: {kind} days=30") if kind else None
+            if raw_ms and x.concurrency == 1:
                 print(
-                    f"{sizes[label]}: {api_name.split('@')[0]} p50 is {ratio:,.0f}x faster "
-                    "than the raw query (one at a time)"
+                    f"{sizes[r.label]}: {x.name} over HTTP, p50 {x.p50_ms:.2f} ms / p99 "
+                    f"{x.p99_ms:.2f} ms: the raw query's p50 ({raw_ms:,.0f} ms) is "
+                    f"{raw_ms / x.p50_ms:,.0f}x / {raw_ms / x.p99_ms:,.0f}x slower"
                 )
+        for path in SEED_PATHS:
+            levels = [lv for lv in r.loads if lv.name == path]
+            ok = [lv.concurrency for lv in levels if lv.p99_ms <= 10]
+            top = max((lv.rate for lv in levels), default=0)
+            print(
+                f"{sizes[r.label]}: {path}: p99 <= 10 ms at {ok or 'no'} in flight; "
+                f"at most {top:,.0f} req/s"
+            )
+
+
+META = "bench-meta.json"
+
+
+async def generate(args: argparse.Namespace, root: Path, dsn: str) -> None:
+    """Migrations, catalog and every pass of data; writes the sizes to `META` as it goes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        applied = await migrate(conn)
+        print(f"  migrations applied: {applied}")
+        sids = service_ids(args.services)
+        today = datetime.now(UTC).date()
+        first = today - timedelta(days=args.days - 1)
+        layout = await prepare(
+            conn,
+            sids=sids,
+            first=first,
+            last=today,
+            interval=args.interval,
+            sla_targets={sid: target_of(sid) for sid in sids},
+        )
+        print(f"  raw layout: {layout.describe()}")
+    finally:
+        await conn.close()
+    raw_total = 0
+    for step in range(args.steps):
+        label = f"size{step + 1}"
+        async with asyncpg.create_pool(dsn, min_size=1, max_size=WORKERS) as pool:
+            started = time.monotonic()
+            raw_total += await generate_step(
+                pool,
+                layout=layout,
+                sids=sids,
+                first=first,
+                last=today,
+                interval=args.interval,
+                offset=args.interval * step / args.steps,
+                hourly_days=args.hourly_days,
+                major_outage_below=95.0,
+                progress=functools.partial(say, label),
+            )
+            counts = await pool.fetchrow(
+                "SELECT (SELECT count(*) FROM api_call_logs) AS daily, "
+                "(SELECT count(*) FROM api_call_logs_hourly) AS hourly, "
+                "(SELECT count(*) FROM uptime_records) AS records, "
+                "pg_database_size(current_database()) AS size"
+            )
+            assert counts is not None
+            took = time.monotonic() - started
+            say(
+                label,
+                f"{raw_total:,} raw results; rollups: {counts['daily']:,} daily, "
+                f"{counts['hourly']:,} hourly, {counts['records']:,} day records; database "
+                f"{counts['size'] / 1e9:.1f} GB; generated in {took:.0f} s",
+            )
+        meta = json.loads((root / META).read_text()) if (root / META).exists() else {}
+        meta.update(
+            services=args.services,
+            days=args.days,
+            interval=args.interval,
+            sizes={**meta.get("sizes", {}), label: raw_total},
+            generated_seconds={**meta.get("generated_seconds", {}), label: round(took)},
+            day=str(today),
+        )
+        (root / META).write_text(json.dumps(meta))
+        if not args.generate_only and step + 1 < args.steps and args.measure_every_size:
+            await args.measure(label, raw_total)
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    root = Path(tempfile.mkdtemp(prefix="watch-bench-api-", dir=args.workdir))
+    wrk = wrk_binary()
+    if args.reuse:
+        root = Path(args.reuse)
+        if not (root / META).exists():
+            raise SystemExit(f"bench-api: {root / META} missing: not a kept bench-api folder")
+    else:
+        root = Path(tempfile.mkdtemp(prefix="watch-bench-api-", dir=args.workdir))
     pg = EmbeddedPostgres(root / "postgres", fast_unsafe=True)
     api: ApiProcess | None = None
-    print(f"bench-api: data in {root}")
+    script = root / "random_service.lua"
+    script.write_text(WRK_SCRIPT)
+    print(f"bench-api: data in {root}; wrk {wrk}; load average {os.getloadavg()[0]:.1f}")
+    results: list[SizeResult] = []
+    sizes: dict[str, str] = {}
     try:
         pg.start()
+        assert pg.proc is not None
         dsn = pg.url("watch")
-        conn = await asyncpg.connect(dsn)
-        try:
-            applied = await migrate(conn)
-            print(f"  migrations applied: {applied}")
-            sids = service_ids(args.services)
-            today = datetime.now(UTC).date()
-            first = today - timedelta(days=args.days - 1)
-            layout = await prepare(
-                conn, sids=sids, first=first, last=today, interval=args.interval,
-                sla_targets={sid: target_of(sid) for sid in sids},
-            )  # fmt: skip
-            print(f"  raw layout: {layout.describe()}")
-        finally:
-            await conn.close()
 
-        rows: list[tuple[str, Stat]] = []
-        sizes: dict[str, str] = {}
-        raw_total = 0
-        for step in range(args.steps):
-            label = f"size{step + 1}"
-            conn = await asyncpg.connect(dsn)
-            try:
-                started = time.monotonic()
-                added = await generate_step(
-                    conn,
-                    layout=layout,
-                    sids=sids,
-                    first=first,
-                    last=today,
-                    interval=args.interval,
-                    offset=args.interval * step / args.steps,
-                    hourly_days=args.hourly_days,
-                    major_outage_below=95.0,
-                    progress=functools.partial(say, label),
-                )
-                raw_total += added
-                counts = await conn.fetchrow(
-                    "SELECT (SELECT count(*) FROM api_call_logs) AS daily, "
-                    "(SELECT count(*) FROM api_call_logs_hourly) AS hourly, "
-                    "(SELECT count(*) FROM uptime_records) AS records"
-                )
-                assert counts is not None
-                size = await conn.fetchval("SELECT pg_database_size(current_database())")
-                print(
-                    f"  [{label}] {raw_total:,} raw results; rollups: {counts['daily']:,} daily,"
-                    f" {counts['hourly']:,} hourly, {counts['records']:,} day records; "
-                    f"database {size / 1e9:.1f} GB; "
-                    f"generated in {time.monotonic() - started:.0f} s",
-                    flush=True,
-                )
-            finally:
-                await conn.close()
+        async def measure_now(label: str, raw_total: int) -> None:
+            nonlocal api
             sizes[label] = f"{raw_total / 1e6:.1f} M raw"
             if api is None:
-                api = ApiProcess(dsn, root / "api.log")
-            rows += await measure_size(
-                label=label,
-                dsn=dsn,
-                api=api,
-                sids=sids,
-                layout=layout,
-                requests=args.requests,
-                raw_queries=args.raw_queries,
+                api = ApiProcess(dsn, root / "api.log", source=Path(args.api_source))
+            conn = await asyncpg.connect(dsn)
+            try:
+                layout = await detect_layout(conn)
+            finally:
+                await conn.close()
+            results.append(
+                await measure_size(
+                    label=label,
+                    dsn=dsn,
+                    api=api,
+                    db_pid=pg.proc.pid,  # type: ignore[union-attr]
+                    sids=service_ids(meta_services()),
+                    layout=layout,
+                    seconds=args.seconds,
+                    raw_queries=args.raw_queries,
+                    wrk=wrk,
+                    script=script,
+                )
             )
-        print_table(rows, sizes)
+
+        def meta_services() -> int:
+            return int(json.loads((root / META).read_text())["services"])
+
+        args.measure = measure_now
+        if not args.reuse:
+            await generate(args, root, dsn)
+        meta = json.loads((root / META).read_text())
+        if meta["day"] != str(datetime.now(UTC).date()):
+            print(f"  note: the data was generated on {meta['day']}; the last days have no data")
+        if not args.generate_only:
+            label = max(meta["sizes"])
+            await measure_now(label, meta["sizes"][label])
+            print_tables(results, sizes)
         print(
-            f"\n{args.services:,} services over {args.days} days (daily rollups for all of it), "
-            f"hourly rollups for the last {args.hourly_days} days; one check per "
-            f"{args.interval} s per service per pass, {args.steps} passes."
+            f"\n{meta['services']:,} services over {meta['days']} days (daily rollups for all of "
+            f"it), hourly rollups for the last {args.hourly_days} days; one check per "
+            f"{meta['interval']:g} s per service per pass; generated in "
+            f"{meta['generated_seconds']} s; load average now {os.getloadavg()[0]:.1f}."
         )
         print("command: " + " ".join([".venv/bin/python", "bench/bench_api.py", *sys.argv[1:]]))
     finally:
         if api is not None:
             api.stop()
         pg.stop()
-        if not args.keep:
+        if not (args.keep or args.reuse or args.generate_only):
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -499,15 +706,49 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument(
-        "--interval", type=float, default=3600, help="seconds between checks of one service"
+        "--interval",
+        type=float,
+        default=630,
+        help="seconds between checks of one service in one pass (630: 50 M results a pass)",
     )
     parser.add_argument("--steps", type=int, default=2, help="data sizes (passes of raw data)")
     parser.add_argument("--hourly-days", type=int, default=30)
-    parser.add_argument("--requests", type=int, default=4000, help="per endpoint at 32 at once")
-    parser.add_argument("--raw-queries", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10, help="per wrk run")
+    parser.add_argument("--raw-queries", type=int, default=5)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="100 services, 60 days, 2 passes of 864,000 results; 3 s runs",
+    )
+    parser.add_argument(
+        "--measure-every-size",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure after each pass, not only the last",
+    )
+    parser.add_argument(
+        "--api-source",
+        default=str(REPO),
+        help="run the api from this source tree (e.g. an export of the previous commit)",
+    )
     parser.add_argument("--workdir", default=None, help="where the database goes (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the database folder")
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="generate, keep the folder, measure nothing (then use --reuse)",
+    )
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        metavar="DIR",
+        help="measure a folder kept by --keep/--generate-only, no generation",
+    )
     args = parser.parse_args()
+    if args.reuse:
+        args.reuse = os.path.abspath(args.reuse)
+    if args.quick:
+        args.services, args.days, args.interval, args.seconds = 100, 60, 600, 3
     asyncio.run(main_async(args))
 
 

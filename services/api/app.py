@@ -17,6 +17,7 @@ from services.api.bus import Bus
 from services.api.cache import StaleCache
 from services.api.context import ApiContext, Clock, context, utc_now
 from services.api.errors import install_error_handlers
+from services.api.fast_routes import install_fast_reads
 from services.api.gauges import ServiceGauges
 from services.api.http_metrics import HttpMetrics, MetricsMiddleware
 from services.api.ratelimit import RateLimiter
@@ -148,4 +149,5 @@ def create_app(
     app.include_router(router)
     app.include_router(badge_router)
     app.include_router(ops_router)
+    install_fast_reads(app.router.routes)
     return app

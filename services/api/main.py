@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 from nats.aio.client import Client as NatsClient
@@ -112,4 +113,14 @@ def main() -> None:
     settings = load_settings("api")
     api_settings = load_api_settings()
     setup_logging("api", settings.log_level)
-    asyncio.run(run(settings, api_settings))
+    _run_loop(run(settings, api_settings))
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when installed (the event loop and sockets in C), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -48,6 +48,9 @@ class Rollup:
     max_response_time_ms: float | None = None
     errors: Mapping[str, int] = field(default_factory=dict)
     latency_hist: Mapping[str, int] = field(default_factory=dict)
+    # The histogram bucket of each of QUANTILES, when the store found them (in SQL) instead
+    # of shipping the histogram; None for a quantile of an empty histogram.
+    quantile_buckets: tuple[int | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ def _max(values: Iterable[float | None]) -> float | None:
 def combine(rows: Iterable[Rollup]) -> Rollup:
     """The sum of several rollups: counts add, min/max combine, histograms merge."""
     rows = list(rows)
+    if len(rows) == 1:  # as it is, with the percentile buckets a store may have found
+        return rows[0]
     errors: dict[str, int] = {}
     for row in rows:
         for kind, count in row.errors.items():
@@ -139,8 +144,40 @@ def average_ms(rollup: Rollup) -> float | None:
     return rollup.sum_response_time_ms / rollup.timed_requests
 
 
+def quantile_buckets(
+    buckets: Sequence[int], counts: Sequence[int], qs: Sequence[float]
+) -> tuple[int | None, ...]:
+    """The bucket of each quantile (ascending) of a histogram given as sorted buckets and
+    their positive counts, by histogram.quantiles' rank rule, in one pass."""
+    total = sum(counts)
+    if total <= 0:
+        return (None,) * len(qs)
+    ranks = [q * (total - 1) for q in qs]
+    out: list[int | None] = []
+    seen = 0
+    for bucket, count in zip(buckets, counts, strict=True):
+        seen += count
+        while len(out) < len(ranks) and seen > ranks[len(out)]:
+            out.append(bucket)
+        if len(out) == len(ranks):
+            break
+    out += [buckets[-1]] * (len(ranks) - len(out))
+    return tuple(out)
+
+
 def percentiles(rollup: Rollup) -> list[float | None]:
     """p50, p90, p95, p99 from the merged histogram, clamped to the exact min/max."""
+    if rollup.quantile_buckets is not None:
+        lo, hi = rollup.min_response_time_ms, rollup.max_response_time_ms
+        out: list[float | None] = []
+        for bucket in rollup.quantile_buckets:
+            value = None if bucket is None else histogram.bucket_value(bucket)
+            if value is not None and lo is not None:
+                value = max(value, lo)
+            if value is not None and hi is not None:
+                value = min(value, hi)
+            out.append(value)
+        return out
     return histogram.quantiles(
         rollup.latency_hist,
         QUANTILES,

@@ -164,8 +164,10 @@ async def metrics_answer(
         service = await _known(ctx, service_id)
         now = ctx.clock()
         period = _window(now, days, month)
-        totals = await ctx.store.window_totals([service.id], period.start, period.end)
-        return metrics.service_metrics(service.id, period, _listed(totals.get(service.id)), now)
+        total = await ctx.store.service_window(
+            service.id, period.start, period.end, open_from=now.date()
+        )
+        return metrics.service_metrics(service.id, period, _listed(total), now)
 
     key = ("metrics", service_id, days, month)
     return await ctx.answer(key, "/api/metrics/{serviceId}", compute)
@@ -259,13 +261,12 @@ async def sla_answer(
         service = await _known(ctx, service_id)
         now = ctx.clock()
         period = _window(now, days, month)
-        totals = await ctx.store.window_totals([service.id], period.start, period.end)
-        records = await ctx.store.day_records(service.id, period.start, period.end)
+        total, records = await ctx.store.sla_inputs(service.id, period.start, period.end)
         return metrics.sla_report(
             service.id,
             service.sla_target,
             period,
-            _listed(totals.get(service.id)),
+            _listed(total),
             records.values(),
             now,
             interval_seconds=service.interval_seconds,

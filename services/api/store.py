@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from services.api.metrics import DayRecord, Rollup
+from services.api.metrics import QUANTILES, DayRecord, Rollup, quantile_buckets
 from shared.db import SchemaError, check_schema
 from shared.logs import get_log
 from shared.rollup_row import COUNT_COLUMNS, ROLLUP_COLUMNS
@@ -32,7 +32,8 @@ QUERY_TIMEOUT = 3.0
 CONNECT_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 5.0
 RECONNECT_COOLDOWN = 1.0  # between failed pool creations, requests fail fast instead of waiting
-CATALOG_TTL = 5.0  # seconds a found service is reused: one query less per request
+CATALOG_TTL = 5.0  # seconds the catalog is reused: one query every 5 s, not one per request
+CLOSED_WINDOWS = 2048  # merged closed-day histograms kept (about 15 kB each)
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -109,8 +110,22 @@ class MetricsStore(Protocol):
         *,
         histograms: bool = True,
     ) -> dict[str, Rollup]:
-        """api_call_logs rows of the days [start, end] summed per service (histograms and
-        error counts merged; histograms left empty when not asked for)."""
+        """api_call_logs rows of the days [start, end] summed per service, error counts
+        merged; with `histograms`, the latency percentiles of the merged histogram too (as
+        `latency_hist` or as `quantile_buckets`)."""
+        ...
+
+    async def service_window(
+        self, service_id: str, start: date, end: date, *, open_from: date
+    ) -> Rollup | None:
+        """window_totals of one service with its percentiles; the days before `open_from`
+        are closed (rarely change), which lets a store reuse their merged histogram."""
+        ...
+
+    async def sla_inputs(
+        self, service_id: str, start: date, end: date
+    ) -> tuple[Rollup | None, dict[date, DayRecord]]:
+        """window_totals without histograms and day_records of one service, read together."""
         ...
 
     async def daily_by_day(
@@ -153,14 +168,22 @@ _SUMS = ", ".join(
 
 
 def _window_totals_sql(*, histograms: bool) -> str:
-    """One row per service summing a window of api_call_logs; the histogram merge is optional
-    because it is the expensive part and most answers do not need percentiles."""
+    """One row per service summing a window of api_call_logs; the merged histogram is
+    optional because it is the expensive part and most answers do not need percentiles.
+
+    The histogram comes back as two arrays (buckets in order, their counts), which asyncpg
+    decodes in C, instead of a JSON object to parse, merge and sort in Python.
+    """
     hist_cte = """, h AS (
-    SELECT service_id, jsonb_object_agg(k, n) AS latency_hist FROM (
-        SELECT r.service_id, e.key AS k, sum(e.value::bigint) AS n
-        FROM r, jsonb_each_text(r.latency_hist) e GROUP BY 1, 2) x
+    SELECT service_id, array_agg(bucket ORDER BY bucket) AS hist_buckets,
+           array_agg(n ORDER BY bucket) AS hist_counts
+    FROM (
+        SELECT r.service_id, e.key::int AS bucket, sum(e.value::bigint)::bigint AS n
+        FROM r, jsonb_each_text(r.latency_hist) e GROUP BY 1, 2 HAVING sum(e.value::bigint) > 0
+    ) x
     GROUP BY service_id
 )"""
+    hist_columns = "h.hist_buckets, h.hist_counts" if histograms else "NULL::int[] AS hist_buckets"
     return f"""
 WITH r AS (
     SELECT * FROM api_call_logs
@@ -173,7 +196,7 @@ WITH r AS (
         FROM r, jsonb_each_text(r.errors) e GROUP BY 1, 2) x
     GROUP BY service_id
 ){hist_cte if histograms else ""}
-SELECT t.*, e.errors, {"h.latency_hist" if histograms else "NULL::jsonb AS latency_hist"}
+SELECT t.*, e.errors, {hist_columns}
 FROM t LEFT JOIN e ON e.service_id = t.service_id
 {"LEFT JOIN h ON h.service_id = t.service_id" if histograms else ""}
 """
@@ -183,10 +206,73 @@ _WINDOW_TOTALS = _window_totals_sql(histograms=True)
 _WINDOW_TOTALS_NO_HIST = _window_totals_sql(histograms=False)
 
 
+# One round trip for an SLA answer: the window's totals and its day records. The one-row
+# `(SELECT 1)` keeps the day records when the window has no rollup rows.
+def _hist_arrays(where: str) -> str:
+    """The merged histogram of the rows of `r` matching `where`, as sorted bucket/count arrays."""
+    return f"""
+    SELECT array_agg(bucket ORDER BY bucket) AS buckets, array_agg(n ORDER BY bucket) AS counts
+    FROM (
+        SELECT e.key::int AS bucket, sum(e.value::bigint)::bigint AS n
+        FROM r, jsonb_each_text(r.latency_hist) e WHERE {where}
+        GROUP BY 1 HAVING sum(e.value::bigint) > 0
+    ) x"""
+
+
+# One service's window in one round trip. The closed days' histogram is merged only when the
+# caller's copy ($5, the key it was merged under) no longer matches the rows' versions: the
+# key lists each closed day with its row version (xmin, new on every UPDATE), so a late
+# result or a rebuild of a closed day changes the key and the merge is done again. The open
+# days (from $4: today, still counting) are merged on every request.
+_SERVICE_WINDOW = f"""
+WITH r AS (
+    SELECT *, xmin::text AS version FROM api_call_logs
+    WHERE service_id = $1 AND day BETWEEN $2 AND $3
+), v AS (
+    SELECT md5(coalesce(string_agg(day::text || '/' || version, ',' ORDER BY day), ''))
+           AS closed_key
+    FROM r WHERE day < $4
+), t AS (
+    SELECT {_SUMS} FROM r GROUP BY service_id
+), e AS (
+    SELECT jsonb_object_agg(k, n) AS errors FROM (
+        SELECT e.key AS k, sum(e.value::bigint) AS n
+        FROM r, jsonb_each_text(r.errors) e GROUP BY 1) x
+), hc AS ({_hist_arrays("r.day < $4 AND (SELECT closed_key FROM v) IS DISTINCT FROM $5")}
+), ho AS ({_hist_arrays("r.day >= $4")}
+)
+SELECT t.*, e.errors, v.closed_key, hc.buckets AS closed_buckets, hc.counts AS closed_counts,
+       ho.buckets AS open_buckets, ho.counts AS open_counts
+FROM v CROSS JOIN e CROSS JOIN hc CROSS JOIN ho LEFT JOIN t ON true
+"""
+
+_SLA_INPUTS = f"""
+SELECT w.*, d.days, d.statuses, d.uptimes
+FROM (SELECT 1) one
+LEFT JOIN ({_WINDOW_TOTALS_NO_HIST}) w ON true
+CROSS JOIN LATERAL (
+    SELECT array_agg(day ORDER BY day) AS days, array_agg(status ORDER BY day) AS statuses,
+           array_agg(uptime ORDER BY day) AS uptimes
+    FROM uptime_records WHERE service_id = ($1::text[])[1] AND day BETWEEN $2 AND $3
+) d
+"""
+
+
 def _rollup(row: asyncpg.Record) -> Rollup:
     values = {c: row[c] for c in ROLLUP_COLUMNS}
     values["errors"] = values["errors"] or {}
     values["latency_hist"] = values["latency_hist"] or {}
+    return Rollup(**values)
+
+
+def _total(row: asyncpg.Record, *, histograms: bool) -> Rollup:
+    """A window_totals row: the sums, and the percentile buckets when asked for."""
+    values = {c: row[c] for c in ROLLUP_COLUMNS if c != "latency_hist"}
+    values["errors"] = values["errors"] or {}
+    if histograms:
+        values["quantile_buckets"] = quantile_buckets(
+            row["hist_buckets"] or (), row["hist_counts"] or (), QUANTILES
+        )
     return Rollup(**values)
 
 
@@ -200,6 +286,17 @@ def _service(row: asyncpg.Record) -> ServiceInfo:
     )
 
 
+class _ReadOnlyConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset statement."""
+
+    def get_reset_query(self) -> str:
+        # The api sends single SELECTs: no advisory locks, cursors, LISTEN or SETs to undo, so
+        # the default reset (one more round trip per release) has nothing to do. The role of
+        # `init` is kept either way (RESET ALL never resets it); open transactions are still
+        # rolled back by asyncpg.
+        return ""
+
+
 class PostgresStore:
     """MetricsStore over PostgreSQL; connects lazily and survives the database going away."""
 
@@ -211,8 +308,13 @@ class PostgresStore:
         self._lock = asyncio.Lock()
         self._failed_at = 0.0
         self._last_error = "not connected yet"
-        # Only services that exist are remembered, so a new one is never a stale 404.
-        self._catalog: dict[str, tuple[float, ServiceInfo]] = {}
+        # The whole catalog, reloaded in one query when older than CATALOG_TTL; an id not in
+        # it is looked up alone, so a new service is never a stale 404.
+        self._catalog: dict[str, ServiceInfo] = {}
+        self._catalog_at = float("-inf")
+        self._catalog_lock = asyncio.Lock()
+        # (service, first day, open_from) -> the closed days' key and merged histogram.
+        self._closed: dict[tuple[str, date, date], tuple[str, dict[int, int]]] = {}
 
     async def start(self) -> None:
         """Try to connect once; a database that is down now is retried on the next request."""
@@ -283,6 +385,7 @@ class PostgresStore:
             min_size=1,
             max_size=self._max_size,
             init=init,
+            connection_class=_ReadOnlyConnection,
             server_settings={"timezone": "UTC", "application_name": "watch-api"},
         )
 
@@ -313,21 +416,23 @@ class PostgresStore:
         return True
 
     async def get_service(self, service_id: str) -> ServiceInfo | None:
-        cached = self._catalog.get(service_id)
-        if cached is not None and time.monotonic() - cached[0] < CATALOG_TTL:
-            return cached[1]
+        if time.monotonic() - self._catalog_at >= CATALOG_TTL:
+            async with self._catalog_lock:  # one reload, however many requests wait for it
+                if time.monotonic() - self._catalog_at >= CATALOG_TTL:
+                    services = await self.list_services(active_only=False)
+                    self._catalog = {s.id: s for s in services}
+                    self._catalog_at = time.monotonic()
+        found = self._catalog.get(service_id)
+        if found is not None:
+            return found
         rows = await self._fetch(
             "SELECT id, name, active, sla_target, interval_seconds FROM services WHERE id = $1",
             service_id,
         )
         if not rows:
-            self._catalog.pop(service_id, None)
             return None
-        service = _service(rows[0])
-        if len(self._catalog) >= 10_000:
-            self._catalog.clear()  # a crude bound; refilled on the next requests
-        self._catalog[service_id] = (time.monotonic(), service)
-        return service
+        self._catalog[service_id] = found = _service(rows[0])
+        return found
 
     async def list_services(self, *, active_only: bool) -> list[ServiceInfo]:
         rows = await self._fetch(
@@ -349,7 +454,50 @@ class PostgresStore:
         # one row per service instead of one per day, and decodes one histogram.
         sql = _WINDOW_TOTALS if histograms else _WINDOW_TOTALS_NO_HIST
         rows = await self._fetch(sql, list(service_ids), start, end)
-        return {row["service_id"]: _rollup(row) for row in rows}
+        return {row["service_id"]: _total(row, histograms=histograms) for row in rows}
+
+    async def service_window(
+        self, service_id: str, start: date, end: date, *, open_from: date
+    ) -> Rollup | None:
+        slot = (service_id, start, open_from)
+        cached = self._closed.get(slot)
+        (row,) = await self._fetch(
+            _SERVICE_WINDOW, service_id, start, end, open_from, cached[0] if cached else None
+        )
+        if row["service_id"] is None:
+            return None
+        if cached is not None and cached[0] == row["closed_key"]:
+            closed = cached[1]
+        else:
+            closed = dict(zip(row["closed_buckets"] or (), row["closed_counts"] or (), strict=True))
+            if len(self._closed) >= CLOSED_WINDOWS:
+                self._closed.clear()  # a crude bound; refilled on the next requests
+            self._closed[slot] = (row["closed_key"], closed)
+        merged = closed
+        if row["open_buckets"]:
+            merged = dict(closed)
+            for bucket, count in zip(row["open_buckets"], row["open_counts"], strict=True):
+                merged[bucket] = merged.get(bucket, 0) + count
+        ordered = sorted(merged)
+        values = {c: row[c] for c in ROLLUP_COLUMNS if c != "latency_hist"}
+        values["errors"] = values["errors"] or {}
+        values["quantile_buckets"] = quantile_buckets(
+            ordered, [merged[b] for b in ordered], QUANTILES
+        )
+        return Rollup(**values)
+
+    async def sla_inputs(
+        self, service_id: str, start: date, end: date
+    ) -> tuple[Rollup | None, dict[date, DayRecord]]:
+        (row,) = await self._fetch(_SLA_INPUTS, [service_id], start, end)
+        total = None if row["service_id"] is None else _total(row, histograms=False)
+        records = {
+            d: DayRecord(day=d, status=status, uptime=uptime)
+            for d, status, uptime in zip(
+                row["days"] or (), row["statuses"] or (), row["uptimes"] or (), strict=True
+            )
+        }
+        return total, records
 
     async def daily_by_day(
         self, service_ids: Sequence[str], start: date, end: date

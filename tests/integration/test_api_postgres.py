@@ -616,3 +616,82 @@ async def test_new_endpoints_replay_stale_answers_while_postgres_is_stopped(
             assert 'watch_service_uptime_percent{service_id="svc-a",window="7d"} 97.5' in down.text
         finally:
             await asyncio.to_thread(ensure_running, infra)
+
+
+async def test_store_percentiles_and_sla_inputs_equal_the_python_merge(db_url: str) -> None:
+    """Percentiles found from the store's bucket arrays equal those of the histograms merged
+    in Python; the one-query SLA inputs equal the two separate reads."""
+    import random
+
+    from services.api import metrics
+    from services.api.metrics import Rollup
+    from services.api.store import PostgresStore
+
+    rng = random.Random(5)
+    rows: list[Rollup] = []
+    conn = await asyncpg.connect(db_url)
+    try:
+        await add_service(conn, "svc-q", 99.9)
+        for offset in range(6):
+            values = [rng.lognormvariate(4.0 + offset / 5, 0.8) for _ in range(rng.randint(0, 400))]
+            row = Rollup(
+                total_requests=len(values),
+                successful_requests=len(values),
+                timed_requests=len(values),
+                sum_response_time_ms=sum(values),
+                min_response_time_ms=min(values, default=None),
+                max_response_time_ms=max(values, default=None),
+                latency_hist=hist_of(values),
+            )
+            rows.append(row)
+            cols = {c: getattr(row, c) for c in rollup()}
+            day = TODAY - timedelta(days=offset)
+            await insert(conn, "api_call_logs", service_id="svc-q", day=day, **cols)
+        await insert(conn, "uptime_records", service_id="svc-q", day=TODAY - timedelta(days=40),
+                     status="mo", uptime=50.0, sla_target=99.9)  # fmt: skip
+    finally:
+        await conn.close()
+    store = PostgresStore(dsn=db_url, role=None, max_size=1)
+    try:
+        start = TODAY - timedelta(days=5)
+        got = (await store.window_totals(["svc-q"], start, TODAY))["svc-q"]
+        assert metrics.percentiles(got) == metrics.percentiles(metrics.combine(rows))
+        assert got.quantile_buckets is not None and None not in got.quantile_buckets
+        empty = (await store.window_totals(["svc-q"], TODAY, TODAY))["svc-q"]
+        assert metrics.percentiles(empty) == metrics.percentiles(rows[0])
+        for first, last in (
+            (start, TODAY),
+            (TODAY - timedelta(days=45), TODAY - timedelta(days=30)),
+        ):
+            total, records = await store.sla_inputs("svc-q", first, last)
+            plain = await store.window_totals(["svc-q"], first, last, histograms=False)
+            assert total == plain.get("svc-q")
+            assert records == await store.day_records("svc-q", first, last)
+        assert len((await store.sla_inputs("svc-q", TODAY - timedelta(days=45), TODAY))[1]) == 1
+
+        async def window(open_from: date) -> Rollup | None:
+            return await store.service_window("svc-q", start, TODAY, open_from=open_from)
+
+        # The closed days' merged histogram is reused only while their rows are unchanged.
+        for _ in range(2):
+            assert await window(TODAY) == got
+            assert await window(TODAY - timedelta(days=2)) == got
+        assert await store.service_window("svc-q", TODAY, TODAY, open_from=TODAY) == empty
+        assert await store.service_window("nope", start, TODAY, open_from=TODAY) is None
+        late = [900.0] * 5000  # a late batch for a closed day moves every percentile up
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(
+                "UPDATE api_call_logs SET latency_hist = $1, timed_requests = timed_requests + "
+                "5000 WHERE service_id = 'svc-q' AND day = $2",
+                json.dumps(histogram.merge([rows[3].latency_hist, hist_of(late)])),
+                TODAY - timedelta(days=3),
+            )
+        finally:
+            await conn.close()
+        changed = (await store.window_totals(["svc-q"], start, TODAY))["svc-q"]
+        assert metrics.percentiles(changed) != metrics.percentiles(got)
+        assert await window(TODAY) == changed
+        assert await window(TODAY) == changed
+    finally:
+        await store.close()

@@ -84,6 +84,17 @@ class FakeStore:
         self._check()
         return {d: r for (s, d), r in self.records.items() if s == service_id and start <= d <= end}
 
+    async def service_window(
+        self, service_id: str, start: date, end: date, *, open_from: date
+    ) -> Rollup | None:
+        return (await self.window_totals([service_id], start, end)).get(service_id)
+
+    async def sla_inputs(
+        self, service_id: str, start: date, end: date
+    ) -> tuple[Rollup | None, dict[date, DayRecord]]:
+        totals = await self.window_totals([service_id], start, end, histograms=False)
+        return totals.get(service_id), await self.day_records(service_id, start, end)
+
     async def service_states(self) -> list[ServiceState]:
         self._check()
         return [ServiceState("svc-a", "Service A", True, "down", NOW - timedelta(seconds=5), True)]
@@ -614,3 +625,22 @@ async def test_openapi_documents_the_new_endpoints(client: httpx.AsyncClient) ->
     schemas = spec["components"]["schemas"]
     assert schemas["SlaReport"]["examples"][0]["accounting"]["uptimeBasis"] == "requests"
     assert "allowedDowntimeMinutes" in schemas["ErrorBudget"]["properties"]
+
+
+@pytest.mark.parametrize("path", ["/api/metrics/svc-a", "/api/sla/svc-a"])
+async def test_the_fast_read_answers_exactly_as_the_documented_route(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # `days=7` alone takes the fast route; an extra parameter (ignored by FastAPI) or a
+    # non-canonical number sends the same question through the documented FastAPI route.
+    fast = await client.get(f"{path}?days=7")
+    for other in (f"{path}?days=7&extra=1", f"{path}?days=07"):
+        documented = await client.get(other)
+        assert documented.status_code == fast.status_code == 200
+        assert documented.content == fast.content
+        assert documented.headers["content-type"] == fast.headers["content-type"]
+    assert (await client.get(path)).json() == (await client.get(f"{path}?days=30")).json()
+    for bad, status in (("?days=0", 422), ("?days=99999", 422), ("?days=x", 422)):
+        assert (await client.get(path + bad)).status_code == status
+    assert (await client.get(path.replace("svc-a", "nope") + "?days=7")).status_code == 404
+    assert (await client.get(path.replace("svc-a", "Bad_Id"))).status_code == 422

@@ -315,3 +315,31 @@ def test_uptime_days_fill_missing_days_with_nd_oldest_first() -> None:
         ("2026-03-09", "nd", None),
         ("2026-03-10", "o", 100.0),
     ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantile_buckets_pick_the_buckets_histogram_quantiles_picks(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    hist: dict[str, int] = {}
+    for _ in range(rng.choice([1, 2, 7, 100, 5000])):
+        histogram.add(hist, rng.lognormvariate(4.4, 1.0), rng.choice([1, 1, 3]))
+    ordered = sorted((int(k), c) for k, c in hist.items())
+    buckets = metrics.quantile_buckets(
+        [b for b, _ in ordered], [c for _, c in ordered], metrics.QUANTILES
+    )
+    # No clamping here, so every value is exactly a bucket's representative.
+    want = histogram.quantiles(hist, metrics.QUANTILES)
+    assert [histogram.bucket_value(b) for b in buckets if b is not None] == want
+    lo, hi = 40.0, 150.0  # and the clamped figures agree too
+    from_buckets = Rollup(
+        min_response_time_ms=lo, max_response_time_ms=hi, quantile_buckets=buckets
+    )
+    from_hist = Rollup(min_response_time_ms=lo, max_response_time_ms=hi, latency_hist=hist)
+    assert metrics.percentiles(from_buckets) == metrics.percentiles(from_hist)
+
+
+def test_quantile_buckets_of_an_empty_histogram_are_none() -> None:
+    assert metrics.quantile_buckets([], [], metrics.QUANTILES) == (None, None, None, None)
+    assert metrics.percentiles(Rollup(quantile_buckets=(None,) * 4)) == [None] * 4
