@@ -48,6 +48,7 @@ class Delivery(Protocol):
 
 
 Publish = Callable[[bytes, dict[str, str]], Awaitable[object]]
+AckMany = Callable[[Sequence[Any]], Awaitable[None]]
 
 
 def _header(text: str) -> str:
@@ -100,6 +101,7 @@ class BatchPipeline(Generic[T]):
         health: DbHealth,
         metrics: RecorderMetrics,
         stopping: asyncio.Event,
+        ack_many: AckMany | None = None,
         heartbeat_seconds: float = 10.0,
         backoff_start: float = 0.5,
         backoff_max: float = 30.0,
@@ -110,6 +112,7 @@ class BatchPipeline(Generic[T]):
         self._health = health
         self._metrics = metrics
         self._stopping = stopping
+        self._ack_many = ack_many  # acks a batch in one write (shared.jetstream_pull.ack_all)
         self._heartbeat_seconds = heartbeat_seconds
         self._backoff_start = backoff_start
         self._backoff_max = backoff_max
@@ -146,16 +149,20 @@ class BatchPipeline(Generic[T]):
         if self._stopping.is_set():
             raise Stopping
         pending: list[tuple[Delivery, T]] = []
+        skipped: list[Delivery] = []
+        decode = self._decode
         for msg in msgs:
-            item = self._decode(msg.data)
+            item = decode(msg.data)
             if isinstance(item, Rejected):
                 await self._dlq.send(msg, item)
                 await msg.ack()
             elif isinstance(item, Expired):
                 self._metrics.expired.inc()
-                await msg.ack()
+                skipped.append(msg)
             else:
                 pending.append((msg, item))
+        if skipped:
+            await self._ack(skipped)
         if not pending:
             return
         try:
@@ -172,7 +179,17 @@ class BatchPipeline(Generic[T]):
             )
             await self._one_by_one(pending)
             return
-        await _settle([m for m, _ in pending], lambda m: m.ack())
+        await self._ack([m for m, _ in pending])
+
+    async def _ack(self, msgs: Sequence[Delivery]) -> None:
+        """Ack committed (or skipped) messages; NATS trouble is logged, JetStream redelivers."""
+        if self._ack_many is None:
+            await _settle(msgs, lambda m: m.ack())
+            return
+        try:
+            await self._ack_many(msgs)
+        except Exception as exc:
+            log.warning("settle_failed", count=len(msgs), error=type(exc).__name__)
 
     async def _one_by_one(self, pending: list[tuple[Delivery, T]]) -> None:
         # The rare path: find the message(s) the database refuses, store the rest.

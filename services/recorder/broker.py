@@ -104,7 +104,8 @@ def build_broker(
 ) -> NatsBroker:
     """The recorder's broker, not connected; handlers are None when only the spec is wanted.
 
-    The running service passes include_checks=False: its checks consumer runs on pull.py.
+    The running service passes include_checks=False: its checks consumer runs on
+    shared.jetstream_pull.
     """
     broker = NatsBroker(
         settings.nats_url.split(","),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 
 from services.recorder.service import Recorder
@@ -11,6 +12,12 @@ from shared.logs import get_log, setup_logging
 from shared.settings import Settings, load_settings
 
 log = get_log(__name__)
+
+# A batch of 1,000 results allocates tens of thousands of objects that reference counting
+# frees anyway; with the default threshold (700) the collector ran dozens of times per batch
+# and each run walked them: about a quarter of the recorder's CPU per result
+# (bench/bench_ingest.py). uvloop was measured too and did not help here.
+GC_THRESHOLDS = (20_000, 20, 50)
 
 
 async def run(settings: Settings) -> None:
@@ -40,4 +47,6 @@ def main() -> None:
     """`python -m services.recorder`."""
     settings = load_settings("recorder")
     setup_logging("recorder", settings.log_level)
+    gc.freeze()  # what start-up built lives as long as the process: out of the collector's view
+    gc.set_threshold(*GC_THRESHOLDS)
     asyncio.run(run(settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -52,12 +53,20 @@ class PartitionKeeper:
         self._today = today
         self._known: set[date] = set()
         self._window: tuple[date, tuple[date, date]] | None = None
+        # With the real clock the window changes only at UTC midnight; it is asked for once
+        # per message, and reading the time as an epoch costs far less than a date.
+        self._valid_until = 0.0
 
     def window(self) -> tuple[date, date]:
         """The first and last day that may hold rows now."""
+        if self._window is not None and time.time() < self._valid_until:
+            return self._window[1]
         today = self._today()
-        if self._window is None or self._window[0] != today:  # called once per message
+        if self._window is None or self._window[0] != today:
             self._window = (today, partition_window(today, self.retention_days, self.ahead_days))
+        if self._today is utc_today:
+            midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
+            self._valid_until = midnight.timestamp()
         return self._window[1]
 
     def classify(self, day: date) -> DayClass:

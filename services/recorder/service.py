@@ -19,7 +19,7 @@ from services.recorder.broker import (
     checks_consumer_config,
 )
 from services.recorder.dbhealth import DbHealth
-from services.recorder.decode import decode_check, decode_service
+from services.recorder.decode import decode_check_fast, decode_service
 from services.recorder.metrics import RecorderMetrics
 from services.recorder.partitions import PartitionKeeper
 from services.recorder.storage import (
@@ -29,17 +29,17 @@ from services.recorder.storage import (
     RawStore,
     is_transient,
 )
+from services.recorder.wire import WireCheck
 from shared.backlog import sample_forever
 from shared.db import create_pool, migrate
 from shared.events import (
     CHECK_SUBJECTS,
     CHECKS_STREAM,
     DLQ_STREAM,
-    CheckCompleted,
     ServiceDefined,
 )
 from shared.jetstream import guard_fetch_timeouts
-from shared.jetstream_pull import PullLoop, ensure_consumer
+from shared.jetstream_pull import PullLoop, ack_all, ensure_consumer
 from shared.logs import get_log
 from shared.ops import OpsServer
 from shared.settings import Settings
@@ -51,6 +51,9 @@ DEFAULT_OPS_PORT = 9102
 MAINTENANCE_SECONDS = 3600.0
 DRAIN_SECONDS = 20.0
 BACKLOG_SECONDS = 5.0
+# Batches in work at once (each pulls, decodes, commits, acks): while one waits for
+# PostgreSQL's commit another is decoded. Four kept this process busy in bench_ingest.py.
+PULL_WORKERS = 4
 
 
 class Recorder:
@@ -87,8 +90,8 @@ class Recorder:
         raw = PgRawStore(pool=self.pool, partitions=self.partitions)
         catalog = PgCatalogStore(pool=self.pool)
         checks, services = self._pipeline_for_checks(raw), self._pipeline_for_services(catalog)
-        # The checks consumer runs on the lean pull loop (pull.py); faststream keeps the
-        # catalog consumer and the dead-letter publisher.
+        # The checks consumer runs on the lean pull loop (shared.jetstream_pull); faststream
+        # keeps the catalog consumer and the dead-letter publisher.
         self.broker = build_broker(s, services=services, include_checks=False)
         await self.broker.connect()
         js = self.broker.connection.jetstream()
@@ -110,6 +113,7 @@ class Recorder:
             durable=CHECKS_CONSUMER,
             handler=checks.handle,
             batch=s.recorder_batch_size,
+            workers=PULL_WORKERS,
         )
         self.pull.start()
         self._backlog = asyncio.create_task(
@@ -225,15 +229,15 @@ class Recorder:
         assert self.broker is not None
         await self.broker.publish(body, DLQ_RECORDER_SUBJECT, headers=headers, stream=DLQ_STREAM)
 
-    def _pipeline_for_checks(self, raw: RawStore) -> BatchPipeline[CheckCompleted]:
-        async def store(checks: Sequence[CheckCompleted]) -> None:
+    def _pipeline_for_checks(self, raw: RawStore) -> BatchPipeline[WireCheck]:
+        async def store(checks: Sequence[WireCheck]) -> None:
             result = await raw.store(checks=checks)
             self.metrics.results_stored.inc(result.stored)
             self.metrics.duplicates.inc(result.duplicates)
             log.debug("batch_stored", stored=result.stored, duplicates=result.duplicates)
 
-        pipeline = BatchPipeline[CheckCompleted](
-            decode=lambda data: decode_check(data, partitions=self.partitions),
+        pipeline = BatchPipeline[WireCheck](
+            decode=lambda data: decode_check_fast(data, partitions=self.partitions),
             store=store,
             dead_letters=DeadLetters(
                 publish=self._publish_dlq, consumer=CHECKS_CONSUMER, metrics=self.metrics
@@ -241,6 +245,7 @@ class Recorder:
             health=self.health,
             metrics=self.metrics,
             stopping=self._stopping,
+            ack_many=ack_all,  # the pull loop's messages: one write per batch of acks
         )
         self._pipelines.append(pipeline)  # type: ignore[arg-type]
         return pipeline

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from typing import Protocol, cast
+from uuid import UUID
 
 import asyncpg
 
 from services.recorder.partitions import PartitionKeeper
-from shared.events import CheckCompleted, ServiceDefined
+from shared.events import ServiceDefined
 
 # SQLSTATE classes that mean "the database is not available right now", not "bad row":
 # 08 connection exception, 53 insufficient resources, 57 operator intervention
@@ -52,10 +53,54 @@ class StoreResult:
     duplicates: int
 
 
+class EndpointRow(Protocol):
+    """What is stored of one endpoint call (EndpointResult, or the recorder's WireEndpoint)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def response_time_ms(self) -> float: ...
+    @property
+    def status_code(self) -> int | None: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def within_threshold(self) -> bool: ...
+
+
+class CheckRow(Protocol):
+    """What is stored of one check (CheckCompleted, or the recorder's WireCheck)."""
+
+    @property
+    def check_id(self) -> UUID: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def service_id(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def prober_id(self) -> str: ...
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def endpoints(self) -> Sequence[EndpointRow]: ...
+
+
 class RawStore(Protocol):
     """Writes raw check results (watch_server_logs, api_response_times)."""
 
-    async def store(self, *, checks: Sequence[CheckCompleted]) -> StoreResult:
+    async def store(self, *, checks: Sequence[CheckRow]) -> StoreResult:
         """Insert the checks in one transaction; a check already stored is a duplicate."""
         ...
 
@@ -138,7 +183,7 @@ class Refs:
         self.sources: dict[tuple[str, str], int] = {}
         self.endpoints: dict[tuple[str, str, str], int] = {}
 
-    async def resolve(self, conn: asyncpg.Connection, checks: Sequence[CheckCompleted]) -> None:
+    async def resolve(self, conn: asyncpg.Connection, checks: Sequence[CheckRow]) -> None:
         """Get or create the ids the checks need (ids are never deleted, so caching is safe)."""
         for c in checks:
             if c.service_id not in self.services:
@@ -165,49 +210,80 @@ class Refs:
 
 
 def check_rows(
-    checks: Sequence[CheckCompleted], refs: Refs
+    checks: Sequence[CheckRow], refs: Refs
 ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The check_results rows, and the endpoint_results rows of multi-endpoint checks."""
+    """The check_results rows, and the endpoint_results rows of multi-endpoint checks.
+
+    Raises KeyError when a name has no id in `refs` yet (see Refs.resolve).
+    """
     out: list[tuple[object, ...]] = []
     calls: list[tuple[object, ...]] = []
+    services, sources, endpoints = refs.services, refs.sources, refs.endpoints
     for c in checks:
-        failed = [e for e in c.endpoints if not e.ok]
+        eps = c.endpoints
+        if len(eps) == 1:  # nearly every check: the row holds its one call
+            e = eps[0]
+            ok = e.ok
+            out.append(
+                (
+                    c.check_id,
+                    c.started_at,
+                    services[c.service_id],
+                    sources[(c.region, c.prober_id)],
+                    e.response_time_ms,
+                    endpoints[(c.service_id, _text(e.name) or "", e.method)],
+                    e.status_code,
+                    1,
+                    0 if ok else 1,
+                    STATUS_CODES[c.status],
+                    TRIGGER_CODES[c.trigger],
+                    ERROR_CODES[e.error_type] if not ok and e.error_type else None,
+                    e.within_threshold,
+                    None if ok else _text(e.error_message),
+                )
+            )
+            continue
+        failed = [e for e in eps if not e.ok]
         first = failed[0] if failed else None
-        one = c.endpoints[0] if len(c.endpoints) == 1 else None
         out.append(
             (
                 c.check_id,
                 c.started_at,
-                refs.services[c.service_id],
-                refs.sources[(c.region, c.prober_id)],
-                one.response_time_ms if one else c.duration_ms,
-                refs.endpoints[(c.service_id, _text(one.name) or "", one.method)] if one else None,
-                one.status_code if one else None,
-                len(c.endpoints),
+                services[c.service_id],
+                sources[(c.region, c.prober_id)],
+                c.duration_ms,
+                None,
+                None,
+                len(eps),
                 len(failed),
                 STATUS_CODES[c.status],
                 TRIGGER_CODES[c.trigger],
                 ERROR_CODES[first.error_type] if first and first.error_type else None,
-                all(e.within_threshold for e in c.endpoints),
+                all(e.within_threshold for e in eps),
                 _text(first.error_message) if first else None,
             )
         )
-        if one is None:
-            for index, e in enumerate(c.endpoints):
-                calls.append(
-                    (
-                        c.check_id,
-                        c.started_at,
-                        e.response_time_ms,
-                        refs.endpoints[(c.service_id, _text(e.name) or "", e.method)],
-                        index,
-                        e.status_code,
-                        e.ok,
-                        e.within_threshold,
-                        ERROR_CODES[e.error_type] if e.error_type else None,
-                    )
+        for index, e in enumerate(eps):
+            calls.append(
+                (
+                    c.check_id,
+                    c.started_at,
+                    e.response_time_ms,
+                    endpoints[(c.service_id, _text(e.name) or "", e.method)],
+                    index,
+                    e.status_code,
+                    e.ok,
+                    e.within_threshold,
+                    ERROR_CODES[e.error_type] if e.error_type else None,
                 )
+            )
     return out, calls
+
+
+def utc_day(check: CheckRow) -> date:
+    """The UTC day of a check's start: the partition its rows go to."""
+    day = getattr(check, "utc_day", None)  # the recorder's WireCheck has it from decoding
+    return day if day is not None else check.started_at.astimezone(UTC).date()
 
 
 async def _copy(
@@ -235,10 +311,10 @@ class PgRawStore:
         self._partitions = partitions
         self._refs = Refs()
 
-    async def store(self, *, checks: Sequence[CheckCompleted]) -> StoreResult:
+    async def store(self, *, checks: Sequence[CheckRow]) -> StoreResult:
         if not checks:
             return StoreResult(0, 0)
-        days = {c.started_at.astimezone(UTC).date() for c in checks}
+        days = {utc_day(c) for c in checks}
         async with self._pool.acquire() as proxy:
             conn = cast(asyncpg.Connection, proxy)  # the pool's proxy behaves as a Connection
             try:
@@ -255,11 +331,14 @@ class PgRawStore:
                 raise
 
     async def _insert(
-        self, conn: asyncpg.Connection, checks: Sequence[CheckCompleted], days: set[date]
+        self, conn: asyncpg.Connection, checks: Sequence[CheckRow], days: set[date]
     ) -> StoreResult:
         await self._partitions.ensure(conn=conn, days=days)
-        await self._refs.resolve(conn, checks)
-        rows, calls = check_rows(checks, self._refs)
+        try:
+            rows, calls = check_rows(checks, self._refs)
+        except KeyError:  # a name seen for the first time: get its id, then map again
+            await self._refs.resolve(conn, checks)
+            rows, calls = check_rows(checks, self._refs)
         async with conn.transaction():
             await conn.execute(_STAGING)
             await _copy(conn, "recorder_checks", rows, CHECK_COLUMNS)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import asyncpg
 import pytest
 
-from services.recorder.batches import BatchPipeline, DeadLetters
+from services.recorder.batches import AckMany, BatchPipeline, DeadLetters
 from services.recorder.dbhealth import DbHealth
 from services.recorder.decode import Expired, Rejected
 from services.recorder.metrics import RecorderMetrics
@@ -71,7 +71,7 @@ Letters = list[tuple[bytes, dict[str, str]]]
 
 
 def make(
-    store: FakeStore, **kw: float
+    store: FakeStore, ack_many: AckMany | None = None, **kw: float
 ) -> tuple[BatchPipeline[str], Letters, RecorderMetrics, asyncio.Event]:
     metrics = RecorderMetrics()
     letters: Letters = []
@@ -87,6 +87,7 @@ def make(
         health=DbHealth(gauge=metrics.db_up),
         metrics=metrics,
         stopping=stopping,
+        ack_many=ack_many,
         backoff_start=0.001,
         backoff_max=0.01,
         **kw,
@@ -114,6 +115,24 @@ async def test_good_stored_in_one_call_bad_dead_lettered_expired_skipped() -> No
     assert metrics.registry.get_sample_value("expired_total") == 1
     assert metrics.registry.get_sample_value("dlq_total", {"reason": "invalid_json"}) == 1
     assert metrics.registry.get_sample_value("batch_size_count") == 1
+
+
+async def test_a_batch_ack_is_one_call_after_the_commit() -> None:
+    store = FakeStore(down_calls=2)
+    acked: list[tuple[list[str], list[str]]] = []  # (the batch acked, what was stored then)
+
+    async def ack_many(batch: Sequence[FakeMsg]) -> None:
+        acked.append(([m.data.decode() for m in batch], list(store.stored)))
+        for m in batch:
+            await m.ack()
+
+    pipeline, letters, _, _ = make(store, ack_many=ack_many)
+    batch = msgs("a", "bad-1", "old", "b")
+    await pipeline.handle(batch)
+    # The expired one is acked at once; the stored ones together, after they were committed.
+    assert acked == [(["old"], []), (["a", "b"], ["a", "b"])]
+    assert [m.acks for m in batch] == [1, 1, 1, 1]  # the dead-lettered one too
+    assert [body for body, _ in letters] == [b"bad-1"]
 
 
 async def test_database_down_holds_the_batch_then_acks_once_stored() -> None:
