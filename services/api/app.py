@@ -86,7 +86,9 @@ def create_app(
     api = api_settings if api_settings is not None else ApiSettings.model_construct()
     owned_store = (
         PostgresStore(
-            dsn=settings.database_url, role=api.api_db_role if api.api_db_readonly else None
+            dsn=settings.database_url,
+            role=api.api_db_role if api.api_db_readonly else None,
+            max_size=api.api_db_pool_size,
         )
         if store is None
         else None

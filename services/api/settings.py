@@ -25,6 +25,12 @@ class ApiSettings(BaseSettings):
         default=True,
         description="SET ROLE to API_DB_ROLE on every connection, so the api cannot write.",
     )
+    api_db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Database connections the api keeps; requests beyond it wait for one.",
+    )
     api_db_role: str = Field(
         default="watch_api_ro", description="The read-only role created by migration 010."
     )
