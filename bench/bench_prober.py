@@ -3,6 +3,9 @@
     .venv/bin/python bench/bench_prober.py                      # 5k, 20k, 50k at 30 s
     .venv/bin/python bench/bench_prober.py --sizes 5000 --interval 10 --duration 10
 
+Each size is measured over one interval after a warm-up of one interval + 5 s, so the
+window shows the steady state (every service already had its first check).
+
 Target: nginx (installed with apt-get when missing and we are root), answering `ok` with
 keep-alive; otherwise a 2-process aiohttp server (the table says which). NATS: the embedded
 nats-server of `make run` (deploy/local/embedded.py), JetStream on a temporary directory.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -110,9 +114,13 @@ async def child_prober(args: argparse.Namespace) -> dict[str, Any]:
     await prober._connect_task  # streams declared and the catalog published
     start_s = time.perf_counter() - t0
     await asyncio.sleep(args.warmup)
+    gc_time = _GcTimer()
     window_start, cpu0, published0 = time.time(), _cpu(), prober.publisher.published
+    ran0 = _checks_run(prober)
     await asyncio.sleep(args.duration)
     window_end, cpu1, published1 = time.time(), _cpu(), prober.publisher.published
+    ran1 = _checks_run(prober)
+    gc_time.stop()
     rss, peak = _rss_mb()
     skipped = prober._scheduler.skipped if prober._scheduler else 0
     depth = prober.publisher.depth
@@ -120,6 +128,10 @@ async def child_prober(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "window": [window_start, window_end],
         "checks": published1 - published0,
+        "ran": ran1 - ran0,
+        "gc_s": gc_time.cpu_s,
+        "gc_longest_ms": gc_time.longest_s * 1000,
+        "gc_runs": gc_time.runs,
         "cpu_s": cpu1 - cpu0,
         "rss_mb": rss,
         "peak_mb": peak,
@@ -128,6 +140,38 @@ async def child_prober(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "buffer_at_end": depth,
     }
+
+
+class _GcTimer:
+    """CPU time spent in the cyclic garbage collector while it is installed."""
+
+    def __init__(self) -> None:
+        self.cpu_s = 0.0
+        self.longest_s = 0.0
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            spent = time.process_time() - self._started
+            self.cpu_s += spent
+            self.longest_s = max(self.longest_s, spent)
+            self.runs[info["generation"]] += 1
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def _checks_run(prober: Any) -> float:
+    """Checks completed so far (published or not), from the prober's own counter."""
+    registry = prober.metrics.registry
+    return sum(
+        registry.get_sample_value("prober_checks_total", {"status": status}) or 0.0
+        for status in ("up", "degraded", "down")
+    )
 
 
 async def child_bare(args: argparse.Namespace) -> dict[str, Any]:
@@ -338,7 +382,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,20000,50000")
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--duration", type=float, default=None, help="default: one interval")
-    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds before measuring; default one interval + 5 s, so every service has "
+        "had its first check (requests built, first-status log lines) and the window shows "
+        "the steady state",
+    )
     parser.add_argument(
         "--baselines",
         default="bare-aiohttp,httpx-aiohttp,httpx",
@@ -364,6 +415,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.duration is None:
         args.duration = args.interval
+    if args.warmup is None:
+        args.warmup = args.interval + 5.0
 
     if args.child:
         args.kind = args.child
@@ -397,7 +450,11 @@ def main() -> None:
             rows.append(row("prober", n, args, result))
             print(
                 rows[-1],
-                f"(events {result['events']}, skipped {result['skipped']}, "
+                f"(events {result['events']}, ran {result['ran']:.0f}, "
+                f"GC {result['gc_s'] / max(result['cpu_s'], 1e-9) * 100:.0f} % of CPU "
+                f"(runs by generation {result['gc_runs']}, longest "
+                f"{result['gc_longest_ms']:.0f} ms), "
+                f"skipped {result['skipped']}, "
                 f"catalog load {result['load_s']:.1f} s, start {result['start_s']:.1f} s, "
                 f"peak RSS {result['peak_mb']:.0f} MB, buffered at end {result['buffer_at_end']})",
                 flush=True,

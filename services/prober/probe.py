@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -29,6 +29,7 @@ import httpx
 from services.prober import timing
 from services.prober.catalog import Endpoint, Service, status_matches
 from services.prober.conditions import MISSING, Context, decode_json
+from services.prober.transport import BODY_IN_MEMORY
 from shared.events import (
     CheckCompleted,
     CheckStatus,
@@ -40,6 +41,7 @@ from shared.events import (
 from shared.settings import Settings
 
 MAX_ERROR_MESSAGE = 300
+_NO_STREAM = httpx.ByteStream(b"")
 
 
 async def run_check(
@@ -49,15 +51,23 @@ async def run_check(
     settings: Settings,
     trigger: Trigger = "scheduled",
     scheduled_at: datetime | None = None,
+    requests: RequestCache | None = None,
 ) -> CheckCompleted:
     """Call every endpoint of `service` at once and build the `CheckCompleted` event."""
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     if len(service.endpoints) == 1:  # the common case: no task per endpoint
-        results = [await call_endpoint(service.endpoints[0], service=service, client=client)]
+        results = [
+            await call_endpoint(
+                service.endpoints[0], service=service, client=client, requests=requests
+            )
+        ]
     else:
         results = await asyncio.gather(
-            *(call_endpoint(e, service=service, client=client) for e in service.endpoints)
+            *(
+                call_endpoint(e, service=service, client=client, requests=requests)
+                for e in service.endpoints
+            )
         )
     return CheckCompleted(
         check_id=uuid.uuid4(),
@@ -73,8 +83,59 @@ async def run_check(
     )
 
 
+class RequestCache:
+    """httpx requests built once per endpoint and reused by each of its checks.
+
+    Building a request (URL merge, headers, cookies) was ~15 % of a check's CPU. An httpx
+    request is not changed by sending it, so one object serves every check of an endpoint.
+    Entries are keyed by the endpoint object, which a catalog reload replaces: `clear()` then.
+    """
+
+    def __init__(self, *, client: httpx.AsyncClient) -> None:
+        self.client = client
+        # id -> (endpoint, request); holding the endpoint keeps its id unique.
+        self._built: dict[int, tuple[Endpoint, httpx.Request]] = {}
+
+    def get(self, endpoint: Endpoint) -> httpx.Request:
+        """The request for `endpoint`, built on first use."""
+        entry = self._built.get(id(endpoint))
+        if entry is None or entry[0] is not endpoint:
+            entry = (endpoint, build_request(endpoint, client=self.client))
+            self._built[id(endpoint)] = entry
+        return entry[1]
+
+    def prepare(self, services: Iterable[Service]) -> None:
+        """Build the requests of `services` now, before the heap is frozen (see service.py)."""
+        for service in services:
+            for endpoint in service.endpoints:
+                try:
+                    self.get(endpoint)
+                except Exception:  # an unusable URL fails in its check, classified there
+                    continue
+
+    def clear(self) -> None:
+        """Forget every request (the catalog changed)."""
+        self._built.clear()
+
+
+def build_request(endpoint: Endpoint, *, client: httpx.AsyncClient) -> httpx.Request:
+    """The httpx request of one call to `endpoint`, with the client's defaults merged in."""
+    return client.build_request(
+        endpoint.method,
+        _parsed_url(endpoint.url),
+        headers=dict(endpoint.headers),
+        content=endpoint.body,
+        json=endpoint.json_body,
+        timeout=None,  # call_endpoint bounds the whole call instead
+    )
+
+
 async def call_endpoint(
-    endpoint: Endpoint, *, service: Service, client: httpx.AsyncClient
+    endpoint: Endpoint,
+    *,
+    service: Service,
+    client: httpx.AsyncClient,
+    requests: RequestCache | None = None,
 ) -> EndpointResult:
     """One HTTP call, timed, with its outcome classified; never raises (except cancellation)."""
     timeout = service.timeout_seconds
@@ -86,16 +147,25 @@ async def call_endpoint(
     phases = timing.begin()
     t0 = phases.start
     try:
-        # httpx's timeout is per phase; this bounds the whole call, a slow-dripping body included.
+        if requests is not None and requests.client is client:
+            request = requests.get(endpoint)
+        else:
+            request = build_request(endpoint, client=client)
+        # One deadline for the whole call, a slow-dripping body included (httpx's timeouts
+        # are per phase; the request carries none, so aiohttp sets no timers of its own).
         async with asyncio.timeout(timeout):
-            response = await client.request(
-                endpoint.method,
-                _parsed_url(endpoint.url),
-                headers=dict(endpoint.headers),
-                content=endpoint.body,
-                json=endpoint.json_body,
-                timeout=timeout,
-            )
+            response = await client.send(request, stream=True)
+            try:
+                # The production transport has read the body already; httpx's chunked
+                # decoding of it is only worth its CPU when a condition reads the body.
+                if endpoint.reads_body or not response.extensions.get(BODY_IN_MEMORY):
+                    await response.aread()
+            finally:
+                await response.aclose()
+                # httpx links a response and its stream both ways. Unlinked, each check's
+                # response is freed by reference counting at once; left to the cyclic
+                # collector it cost ~15 % of the CPU at 1,700 checks/s.
+                response.stream = _NO_STREAM
         elapsed_ms = (time.perf_counter() - t0) * 1000
         status_code = response.status_code
         cert_expires_at = phases.cert_not_after or _peer_cert_expiry(response)

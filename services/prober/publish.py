@@ -1,9 +1,10 @@
 """Getting results into JetStream even when NATS comes and goes.
 
 Every result goes through a bounded in-memory buffer. One flusher publishes from its head in
-order, in batches: it sends a whole batch without waiting, then waits for the batch's
-JetStream acks together (at 1,700 checks/s a request/reply round trip per message cost more
-CPU than the check itself). Whatever was not acked stays and is retried with the same
+order, in batches (a result waits up to LINGER for others to join it): it sends a whole
+batch without waiting, then waits for the batch's JetStream acks together (at 1,700
+checks/s a request/reply round trip per message cost more CPU than the check itself).
+Whatever was not acked stays and is retried with the same
 `Nats-Msg-Id` (the checkId), so the stream's dedup window makes retries safe. When the
 buffer is full the OLDEST result is dropped, counted and logged: never silently.
 """
@@ -28,7 +29,8 @@ log = get_log(__name__)
 Send = Callable[[str, bytes, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
 """Send one message to JetStream; the future it returns resolves with the ack (or fails)."""
 
-BATCH = 512
+BATCH = 2048  # sends that share one wait for their acks
+LINGER = 0.02  # seconds a result may wait for others to share its batch
 ACK_TIMEOUT = 5.0  # seconds to wait for a batch's acks before the rest is retried
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 DROP_LOG_EVERY = 10.0  # seconds between "buffer full" warnings while results keep dropping
@@ -117,6 +119,9 @@ class ResultPublisher:
             if not self._buffer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                # Let a batch gather: one write and one wait for acks per LINGER, not per
+                # result (per result, the sends and wake-ups cost more than the checks).
+                await asyncio.sleep(LINGER)
                 continue
             if self._connected() and await self._flush_batch():
                 backoff = MIN_BACKOFF

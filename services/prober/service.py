@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import ssl
 from datetime import UTC, datetime
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Any
 
@@ -22,14 +22,16 @@ from services.prober.catalog import Catalog, CatalogError, Service, load_catalog
 from services.prober.cluster import ClusterSettings, Membership
 from services.prober.definitions import publish_catalog
 from services.prober.metrics import ProberMetrics
-from services.prober.probe import run_check
+from services.prober.probe import RequestCache, run_check
 from services.prober.publish import ResultPublisher
 from services.prober.reload import CatalogWatcher
 from services.prober.schedule import Clock, Scheduler, wall_phase
-from services.prober.timing import trace_config
+from services.prober.timing import TimedConnector, TimedResolver
+from services.prober.transport import AiohttpTransport
 from shared.events import (
     CHECKS_STREAM,
     CheckCompleted,
+    CheckStatus,
     ProbeRunReply,
     ProbeRunRequest,
     Trigger,
@@ -40,6 +42,9 @@ from shared.settings import Settings
 from shared.streams import ensure_streams
 
 log = get_log(__name__)
+_check_log = logging.getLogger(__name__)
+
+CHECK_STATUSES: tuple[CheckStatus, ...] = ("up", "degraded", "down")
 
 DEFAULT_OPS_PORT = 9101
 CONNECT_WAIT = 5.0  # how long start() waits for NATS before monitoring goes on without it
@@ -56,29 +61,51 @@ def make_client(
     """The production HTTP client: httpx's API over aiohttp (far less CPU per request).
 
     One connection pool for every check, so services on the same host share kept-alive
-    connections; aiohttp's tracing fills in the per-phase timings (services.prober.timing).
+    connections; the connector and resolver measure the phases (services.prober.timing).
     """
-    from httpx_aiohttp import AiohttpTransport
-
     limit = max(100, settings.prober_concurrency)
     context = ssl_context or httpx.create_ssl_context()
 
     def session() -> aiohttp.ClientSession:
         # Created on first use, inside the running loop.
-        connector = aiohttp.TCPConnector(
-            limit=limit, keepalive_timeout=KEEPALIVE_SECONDS, ssl=context
+        connector = TimedConnector(
+            limit=limit,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            ssl=context,
+            resolver=TimedResolver(),
         )
         # No cookie jar: one check's cookies must never change what the next check sees.
-        return aiohttp.ClientSession(
-            connector=connector, trace_configs=[trace_config()], cookie_jar=aiohttp.DummyCookieJar()
-        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
-    transport = AiohttpTransport(client=session)
-    return httpx.AsyncClient(
-        transport=transport,
-        headers={"User-Agent": "watch-server-prober/0.1"},
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-    )
+    transport = AiohttpTransport(session=session)
+    return CookielessClient(transport=transport, headers={"User-Agent": "watch-server-prober/0.1"})
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie store that ignores Set-Cookie without even parsing the response for it."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class CookielessClient(httpx.AsyncClient):
+    """An AsyncClient that never keeps a cookie: one check must not change what the next sees.
+
+    A cookie policy that refuses every domain does the same, but httpx still parses each
+    response for it (~10 % of a check's CPU); this client skips the parsing.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("the prober's client keeps no cookies")
 
 
 class Prober:
@@ -112,6 +139,9 @@ class Prober:
         self._scheduler: Scheduler | None = None
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[bool] | None = None
+        self._last_status: dict[str, CheckStatus] = {}
+        self._requests: RequestCache | None = None
+        self._counters = {s: self.metrics.checks.labels(s) for s in CHECK_STATUSES}
         # Only a catalog read from a file is watched (a test may pass one in).
         self._watcher = (
             CatalogWatcher(settings.services_file, on_change=lambda: self.reload(reason="file"))
@@ -180,6 +210,9 @@ class Prober:
         done, _ = await asyncio.wait({self._connect_task}, timeout=CONNECT_WAIT)
         if not done:
             log.warning("nats not reachable yet, monitoring anyway", url=self._nats_hosts())
+        # Before the first turn, so building 50,000 requests delays no check.
+        self._requests = RequestCache(client=self._client)
+        self._requests.prepare(self.catalog.services)
         gc.collect()
         self._scheduler = Scheduler(
             self._owned(),
@@ -264,6 +297,11 @@ class Prober:
             removed = [i for i in before if i not in after]
             changed = [i for i in after if i in before and after[i] != before[i]]
             self.catalog = catalog
+            for service_id in removed:
+                self._last_status.pop(service_id, None)
+            if self._requests is not None:  # built for the old catalog's endpoint objects
+                self._requests.clear()
+                self._requests.prepare(catalog.services)
             self._reschedule()
             _settle_heap(collect=True)
             self.metrics.reloads.labels("applied").inc()
@@ -336,16 +374,21 @@ class Prober:
         self, service: Service, *, trigger: Trigger, scheduled_at: datetime
     ) -> CheckCompleted:
         assert self._client is not None
+        if self._requests is None or self._requests.client is not self._client:
+            self._requests = RequestCache(client=self._client)
         result = await run_check(
             service,
             client=self._client,
             settings=self.settings,
             trigger=trigger,
             scheduled_at=scheduled_at,
+            requests=self._requests,
         )
-        self.metrics.checks.labels(result.status).inc()
+        self._counters[result.status].inc()
         self.publisher.submit(result)
-        _log_check(result)
+        previous = self._last_status.get(service.id)
+        self._last_status[service.id] = result.status
+        _log_check(result, previous=previous)
         return result
 
     async def _connect(self, broker: NatsBroker) -> None:
@@ -426,7 +469,7 @@ class Prober:
 
 
 def _settle_heap(*, collect: bool = False) -> None:
-    """Move the long-lived objects (catalog, schedule) out of the garbage collector's view.
+    """Move the long-lived objects (catalog, schedule, requests) out of the collector's view.
 
     With tens of thousands of services, the collector's full passes over them took more
     than half of the CPU (py-spy: gc_collect_main); frozen, they are never traversed again.
@@ -446,8 +489,17 @@ def _ids(ids: list[str], limit: int = 20) -> str:
     return ",".join(ids[:limit]) + more
 
 
-def _log_check(result: CheckCompleted) -> None:
-    """One line per check: `check service=x status=down error=timeout duration_ms=10003`."""
+def _log_check(result: CheckCompleted, *, previous: CheckStatus | None) -> None:
+    """One line per check that says something: `check service=x status=down error=timeout`.
+
+    A failed check is a WARNING and a degraded one INFO, every time; an `up` check is INFO
+    when it ends another status (or someone asked for it), else DEBUG, the first one after
+    start included: at 1,700 checks/s a line for every healthy check cost ~10 % of the CPU
+    and buried the lines that matter.
+    """
+    quiet = result.status == "up" and previous in (None, "up") and result.trigger == "scheduled"
+    if quiet and not _check_log.isEnabledFor(logging.DEBUG):
+        return
     failed = next((e for e in result.endpoints if not e.ok), None)
     slow = next((e for e in result.endpoints if not e.within_threshold), None)
     fields: dict[str, object] = {
@@ -456,13 +508,18 @@ def _log_check(result: CheckCompleted) -> None:
         "duration_ms": round(result.duration_ms),
         "trigger": result.trigger,
     }
+    if previous is not None and previous != result.status:
+        fields["was"] = previous
     if failed is not None:
         fields |= {"error": failed.error_type, "endpoint": failed.name}
         if failed.status_code is not None:
             fields["code"] = failed.status_code
         fields["detail"] = failed.error_message
         log.warning("check", **fields)
+        return
+    if slow is not None:
+        fields |= {"endpoint": slow.name, "slow_ms": round(slow.response_time_ms)}
+    if quiet:
+        log.debug("check", **fields)
     else:
-        if slow is not None:
-            fields |= {"endpoint": slow.name, "slow_ms": round(slow.response_time_ms)}
         log.info("check", **fields)

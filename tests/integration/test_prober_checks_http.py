@@ -144,3 +144,17 @@ async def test_checks_do_not_carry_cookies_from_one_check_to_the_next() -> None:
         for _ in range(2):
             assert (await client.get(target.url)).status_code == 200
         assert [s.cookie for s in target.served] == ["", ""]
+
+
+async def test_timings_show_a_name_resolution_then_the_cached_answer() -> None:
+    async with Target() as target:
+        url = target.url.replace("127.0.0.1", "localhost")
+        svc = service(f"      - {{name: a, url: '{url}'}}\n")
+        async with make_client(SETTINGS) as client:
+            first = await run_check(svc, client=client, settings=SETTINGS)
+            second = await run_check(svc, client=client, settings=SETTINGS)
+    assert first.status == "up", first.endpoints[0].error_message
+    t1, t2 = first.endpoints[0].timings, second.endpoints[0].timings
+    assert t1 is not None and t1.dns_ms is not None and t1.dns_ms >= 0
+    assert t1.connect_ms is not None and t1.dns_ms + t1.connect_ms <= t1.ttfb_ms  # type: ignore[operator]
+    assert t2 is not None and t2.dns_ms is None and t2.reused is True

@@ -42,7 +42,7 @@ async def check(svc: Service, client: httpx.AsyncClient) -> CheckCompleted:
 
 
 async def test_production_client_uses_the_aiohttp_transport(client: httpx.AsyncClient) -> None:
-    from httpx_aiohttp import AiohttpTransport
+    from services.prober.transport import AiohttpTransport
 
     assert isinstance(client._transport, AiohttpTransport)
 

@@ -17,22 +17,35 @@ from services.prober.schedule import Scheduler, wall_phase
 EPOCH = 1_000_000.0
 
 
+class FakeTimer:
+    def __init__(self, callback: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.callback, self.args, self.cancelled = callback, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class FakeClock:
-    """Time moves only when the test advances it; sleepers wake in deadline order."""
+    """Time moves only when the test advances it; timers and sleepers fire in deadline order."""
 
     def __init__(self) -> None:
         self.t = EPOCH
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._timers: list[tuple[float, int, FakeTimer]] = []
         self._order = itertools.count()
 
     def now(self) -> float:
         return self.t
 
+    def call_at(self, deadline: float, callback: Callable[..., object], *args: object) -> FakeTimer:
+        timer = FakeTimer(callback, args)
+        heapq.heappush(self._timers, (deadline, next(self._order), timer))
+        return timer
+
     async def sleep_until(self, deadline: float) -> None:
         if deadline <= self.t:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (deadline, next(self._order), future))
+        self.call_at(deadline, lambda: future.done() or future.set_result(None))
         await future
 
     def wall(self, instant: float) -> datetime:
@@ -43,10 +56,10 @@ class FakeClock:
         end = self.t + seconds
         while self.t < end:
             self.t = min(end, self.t + step)
-            while self._sleepers and self._sleepers[0][0] <= self.t:
-                _, _, future = heapq.heappop(self._sleepers)
-                if not future.done():
-                    future.set_result(None)
+            while self._timers and self._timers[0][0] <= self.t:
+                _, _, timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    timer.callback(*timer.args)
             for _ in range(20):  # let woken tasks run
                 await asyncio.sleep(0)
 
