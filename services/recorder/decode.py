@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, date, datetime
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -69,16 +69,21 @@ def decode_check(
     event = decode_event(data, CheckCompleted)
     if isinstance(event, Rejected):
         return event
-    day = event.started_at.astimezone(UTC).date()
+    placed = _placed(event.started_at, event.started_at.astimezone(UTC).date(), partitions)
+    return event if placed is None else placed
+
+
+def _placed(started: datetime, day: date, partitions: PartitionKeeper) -> Rejected | Expired | None:
+    """Why a check of `day` cannot be stored (past retention, too far ahead), or None."""
     match partitions.classify(day):
         case "expired":
             return Expired()
         case "future":
             _, last = partitions.window()
             return Rejected(
-                "future", f"startedAt {event.started_at.isoformat()} is after {last} (clock skew?)"
+                "future", f"startedAt {started.isoformat()} is after {last} (clock skew?)"
             )
-    return event
+    return None
 
 
 def decode_check_fast(
@@ -91,17 +96,9 @@ def decode_check_fast(
         return from_model(event) if isinstance(event, CheckCompleted) else event
     if check.schema_version > SCHEMA_VERSION:
         return _too_new(check.schema_version)
-    started = check.started_at
     assert check.utc_day is not None  # set by decode_fast
-    match partitions.classify(check.utc_day):
-        case "expired":
-            return Expired()
-        case "future":
-            _, last = partitions.window()
-            return Rejected(
-                "future", f"startedAt {started.isoformat()} is after {last} (clock skew?)"
-            )
-    return check
+    placed = _placed(check.started_at, check.utc_day, partitions)
+    return check if placed is None else placed
 
 
 def decode_service(data: bytes) -> ServiceDefined | Rejected:

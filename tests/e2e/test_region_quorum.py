@@ -16,38 +16,24 @@ from aiohttp import web
 
 from deploy.local.supervisor import LogSink, ServiceProcess, service_env, stop_all
 from tests.polling import eventually
+from tests.targets import Target
 
 REPO = Path(__file__).resolve().parents[2]
 REGIONS = ("eu", "us", "ap")
 
 
-class RegionTarget:
+class RegionTarget(Target):
     """Answers 503 to the regions the test says are cut off (by the X-Region header)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.failing: set[str] = set()
-        self.served: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
-        self.url = ""
+        self.by_region: dict[str, int] = {}
 
     async def _handle(self, request: web.Request) -> web.Response:
         region = request.headers.get("X-Region", "?")
-        self.served[region] = self.served.get(region, 0) + 1
+        self.by_region[region] = self.by_region.get(region, 0) + 1
         return web.Response(status=503 if region in self.failing else 200, text=region)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/health", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/health"
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
 
 
 @pytest.fixture
@@ -131,7 +117,7 @@ async def test_status_needs_half_of_the_regions_down(
         assert (events.status[2]["from"], events.status[2]["to"]) == ("down", "up")
         await asyncio.sleep(2)  # nothing more happens while all regions see it up
         assert len(events.status) == 3, events.status
-        assert set(target.served) == set(REGIONS)
+        assert set(target.by_region) == set(REGIONS)
     finally:
         await nc.close()
         await asyncio.to_thread(stop_all, processes)
