@@ -556,10 +556,10 @@ class PostgresStore:
         ]
 
     async def probers_seen(self, since: datetime) -> list[ProberSeen]:
-        # Bounded by time so only the newest partitions are scanned.
+        # Kept by the recorder with each batch (migration 004): no raw rows are read.
         rows = await self._fetch(
-            "SELECT prober_id, region, max(started_at) AS last_check_at FROM watch_server_logs "
-            "WHERE started_at >= $1 GROUP BY prober_id, region ORDER BY prober_id, region",
+            "SELECT prober_id, region, last_check_at FROM raw_sources "
+            "WHERE last_check_at >= $1 ORDER BY prober_id, region",
             since,
         )
         return [

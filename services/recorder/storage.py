@@ -169,6 +169,15 @@ _MOVE_CHECKS = (
     f"INSERT INTO check_results ({', '.join(CHECK_COLUMNS)}) "
     f"SELECT {', '.join(CHECK_COLUMNS)} FROM recorder_checks ON CONFLICT DO NOTHING"
 )
+# Each prober's newest stored check, for /api/status. SKIP LOCKED: a row another replica is
+# updating in its own batch is left to it (never a wait, never a deadlock); only a newer
+# time is written.
+_LAST_CHECK = """
+UPDATE raw_sources AS s SET last_check_at = v.t
+FROM unnest($1::integer[], $2::timestamptz[]) AS v(id, t)
+WHERE s.id = v.id AND (s.last_check_at IS NULL OR s.last_check_at < v.t)
+  AND s.id IN (SELECT id FROM raw_sources WHERE id = ANY($1::integer[]) FOR UPDATE SKIP LOCKED)
+"""
 _MOVE_ENDPOINTS = (
     f"INSERT INTO endpoint_results ({', '.join(ENDPOINT_COLUMNS)}) "
     f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM recorder_endpoints ON CONFLICT DO NOTHING"
@@ -298,6 +307,16 @@ async def _copy(
         raise RowsRefused(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _last_checks(checks: Sequence[CheckRow], refs: Refs) -> tuple[list[int], list[datetime]]:
+    """Each source's newest check in the batch, as (source ids, times)."""
+    newest: dict[int, datetime] = {}
+    for c in checks:
+        ref = refs.sources[(c.region, c.prober_id)]
+        if ref not in newest or newest[ref] < c.started_at:
+            newest[ref] = c.started_at
+    return list(newest), list(newest.values())
+
+
 def _inserted(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
@@ -346,6 +365,7 @@ class PgRawStore:
             if calls:
                 await _copy(conn, "recorder_endpoints", calls, ENDPOINT_COLUMNS)
                 await conn.execute(_MOVE_ENDPOINTS)
+            await conn.execute(_LAST_CHECK, *_last_checks(checks, self._refs))
         return StoreResult(stored=stored, duplicates=len(checks) - stored)
 
 

@@ -184,6 +184,26 @@ async def test_same_check_twice_is_one_row(
     assert sample(recorder, "duplicates_total") == 1
 
 
+async def test_each_probers_newest_stored_check_is_kept(
+    recorder: Recorder, js: JetStreamContext, db: asyncpg.Connection
+) -> None:
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    newest = {("eu", "p-eu"): base + timedelta(seconds=40), ("us", "p-us"): base}
+    checks = [
+        make_check_completed(region="eu", prober_id="p-eu", started_at=base + timedelta(seconds=s))
+        for s in (0, 40, 20)  # out of order: the newest wins
+    ] + [make_check_completed(region="us", prober_id="p-us", started_at=base)]
+    for check in checks:
+        await publish(js, check)
+    await eventually(lambda: count(db, "watch_server_logs"), until=lambda n: n == 4, what="rows")
+    # A late, older check from p-eu (another batch) does not move its time back.
+    late = make_check_completed(region="eu", prober_id="p-eu", started_at=base - timedelta(hours=1))
+    await publish(js, late)
+    await eventually(lambda: count(db, "watch_server_logs"), until=lambda n: n == 5, what="late")
+    rows = await db.fetch("SELECT region, prober_id, last_check_at FROM raw_sources")
+    assert {(r["region"], r["prober_id"]): r["last_check_at"] for r in rows} == newest
+
+
 async def dlq_messages(js: JetStreamContext) -> list[tuple[bytes, dict[str, str]]]:
     try:
         info = await js.stream_info(DLQ_STREAM)
