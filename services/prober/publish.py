@@ -3,7 +3,8 @@
 Every result goes through a bounded in-memory buffer. One flusher publishes from its head in
 order, in batches (a result waits up to LINGER for others to join it): it sends a whole
 batch without waiting, then waits for the batch's JetStream acks together (at 1,700
-checks/s a request/reply round trip per message cost more CPU than the check itself).
+checks/s a request/reply round trip per message cost more CPU than the check itself;
+services.prober.acks does the sending).
 Whatever was not acked stays and is retried with the same
 `Nats-Msg-Id` (the checkId), so the stream's dedup window makes retries safe. When the
 buffer is full the OLDEST result is dropped, counted and logged: never silently.
@@ -18,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from services.prober.metrics import ProberMetrics
 from shared.events import CheckCompleted, check_subject
@@ -26,8 +26,9 @@ from shared.logs import get_log
 
 log = get_log(__name__)
 
-Send = Callable[[str, bytes, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
-"""Send one message to JetStream; the future it returns resolves with the ack (or fails)."""
+Send = Callable[[list["Outgoing"], float], Awaitable[list[BaseException | None]]]
+"""Send a batch to JetStream and wait up to the timeout for its acks: per message None
+(stored) or what went wrong (services.prober.acks.AckInbox.publish)."""
 
 BATCH = 2048  # sends that share one wait for their acks
 LINGER = 0.02  # seconds a result may wait for others to share its batch
@@ -135,21 +136,11 @@ class ResultPublisher:
     async def _flush_batch(self) -> bool:
         """Publish the head of the buffer; True when all of it was acked."""
         batch = list(itertools.islice(self._buffer, BATCH))
-        outcomes: list[asyncio.Future[Any] | BaseException] = []
-        for o in batch:
-            try:
-                outcomes.append(await self._send(o.subject, o.payload, {"Nats-Msg-Id": o.msg_id}))
-            except Exception as exc:
-                outcomes.append(exc)
-        futures = [f for f in outcomes if isinstance(f, asyncio.Future)]
-        if futures:
-            _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT)
-            for future in pending:
-                future.cancel()
-        outcomes = [_outcome(f) for f in outcomes]
-        acked = {
-            o.seq for o, r in zip(batch, outcomes, strict=True) if not isinstance(r, BaseException)
-        }
+        try:
+            outcomes = await self._send(batch, ACK_TIMEOUT)
+        except Exception as exc:  # e.g. not connected: the whole batch stays
+            outcomes = [exc] * len(batch)
+        acked = {o.seq for o, r in zip(batch, outcomes, strict=True) if r is None}
         self._metrics.publish_batch.observe(len(batch))
         failed = len(batch) - len(acked)
         while self._buffer and self._buffer[0].seq in acked:
@@ -194,14 +185,3 @@ class ResultPublisher:
             )
             self._last_drop_log = now
             self._drops_unlogged = 0
-
-
-def _outcome(
-    item: asyncio.Future[Any] | BaseException,
-) -> asyncio.Future[Any] | BaseException:
-    """The exception a send ended with, or the future itself when it was acked."""
-    if isinstance(item, BaseException):
-        return item
-    if item.cancelled():
-        return TimeoutError(f"no ack within {ACK_TIMEOUT:g}s")
-    return item.exception() or item

@@ -17,13 +17,14 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from services.prober.acks import AckInbox
 from services.prober.broker import build_broker
 from services.prober.catalog import Catalog, CatalogError, Service, load_catalog
 from services.prober.cluster import ClusterSettings, Membership
 from services.prober.definitions import publish_catalog
 from services.prober.metrics import ProberMetrics
 from services.prober.probe import RequestCache, run_check
-from services.prober.publish import ResultPublisher
+from services.prober.publish import Outgoing, ResultPublisher
 from services.prober.reload import CatalogWatcher
 from services.prober.schedule import Clock, Scheduler, wall_phase
 from services.prober.timing import TimedConnector, TimedResolver
@@ -132,6 +133,7 @@ class Prober:
         self._broker: NatsBroker | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks: AckInbox | None = None
         self._streams_ready = False
         self._stopping = False
         self._connect_task: asyncio.Task[None] | None = None
@@ -402,6 +404,10 @@ class Prober:
                     self._js = broker.config.connection_state.stream
                     self.metrics.nats_connected.set(1)
                     log.info("nats connected", url=self._nats_hosts())
+                if self._acks is None:  # our own ack inbox (services.prober.acks)
+                    acks = AckInbox(nc=self._nc, stream=CHECKS_STREAM)
+                    await acks.start()
+                    self._acks = acks
                 assert self._js is not None and self.catalog is not None
                 await ensure_streams(self._js, self.settings)
                 if self.membership is not None:
@@ -415,13 +421,10 @@ class Prober:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    async def _send(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[Any]:
-        if self._js is None:
+    async def _send(self, batch: list[Outgoing], ack_wait: float) -> list[BaseException | None]:
+        if self._acks is None:
             raise ConnectionError("not connected to NATS")
-        # Sent now, acked later: the publisher waits for a whole batch's acks at once.
-        return await self._js.publish_async(subject, payload, stream=CHECKS_STREAM, headers=headers)
+        return await self._acks.publish(batch, ack_wait=ack_wait)
 
     def _can_publish(self) -> bool:
         return self._streams_ready and self.nats_connected

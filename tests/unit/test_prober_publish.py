@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from services.prober.metrics import ProberMetrics
-from services.prober.publish import ResultPublisher
+from services.prober.publish import Outgoing, ResultPublisher
 from tests.factories import make_check_completed
 from tests.polling import eventually
 
@@ -20,21 +19,19 @@ class FakeJetStream:
         self.stored: dict[str, bytes] = {}  # msg id -> payload, dedup like JetStream
         self.order: list[str] = []
 
-    async def send(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[object]:
-        msg_id = headers["Nats-Msg-Id"]
-        self.attempts.append(msg_id)
-        ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        if not self.up:
-            ack.set_exception(TimeoutError("nats: timeout"))
-            return ack
-        assert subject == f"watch.check.{json.loads(payload)['serviceId']}"
-        if msg_id not in self.stored:
-            self.stored[msg_id] = payload
-            self.order.append(msg_id)
-        ack.set_result(object())
-        return ack
+    async def send(self, batch: list[Outgoing], ack_wait: float) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        for o in batch:
+            self.attempts.append(o.msg_id)
+            if not self.up:
+                outcomes.append(TimeoutError("nats: timeout"))
+                continue
+            assert o.subject == f"watch.check.{json.loads(o.payload)['serviceId']}"
+            if o.msg_id not in self.stored:
+                self.stored[o.msg_id] = o.payload
+                self.order.append(o.msg_id)
+            outcomes.append(None)
+        return outcomes
 
 
 def sample(metrics: ProberMetrics, name: str) -> float:
