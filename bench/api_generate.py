@@ -25,6 +25,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.rollup_row import COUNT_COLUMNS
+
 WORKERS = 2  # connections generating at once: one per core of the benchmark machine
 LATENCY_THRESHOLD_MS = 500.0
 GAMMA_SQL = "ln((1 + 0.01) / (1 - 0.01))"  # shared.histogram: 1 % relative accuracy
@@ -245,18 +247,7 @@ WHERE started_at >= $7 AND started_at < $2 AND started_at < now()
 
 def _rollup_sql(table: str, key: str, key_expr: str, where: str, stage: str) -> str:
     """Upsert the stage rows' counters into a rollup table (daily or hourly)."""
-    counters = [
-        "total_checks",
-        "up_checks",
-        "degraded_checks",
-        "down_checks",
-        "total_requests",
-        "successful_requests",
-        "failed_requests",
-        "within_threshold",
-        "timed_requests",
-        "sum_response_time_ms",
-    ]
+    counters = [*COUNT_COLUMNS, "sum_response_time_ms"]
     added = ",\n    ".join(f"{c} = a.{c} + EXCLUDED.{c}" for c in counters)
     return f"""
 WITH base AS (

@@ -4,9 +4,11 @@ the connection's other subscriptions untouched by its hook."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
@@ -19,20 +21,29 @@ from tests.polling import eventually
 DURABLE = "pull-test"
 
 
-async def test_every_message_is_handed_over_once_and_acked_in_one_write(
-    settings: Settings,
-) -> None:
+@asynccontextmanager
+async def consumer(settings: Settings, config: ConsumerConfig) -> AsyncIterator[Client]:
+    """A connection, the streams, and the test's durable pull consumer on WATCH_CHECKS."""
     nc = await nats.connect(settings.nats_url)
     try:
-        js = nc.jetstream()
-        await ensure_streams(js, settings)
+        await ensure_streams(nc.jetstream(), settings)
         await ensure_consumer(
-            js,
+            nc.jetstream(),
             stream=CHECKS_STREAM,
             durable=DURABLE,
             subjects=CHECK_SUBJECTS,
-            config=ConsumerConfig(ack_wait=30, max_ack_pending=10_000),
+            config=config,
         )
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def test_every_message_is_handed_over_once_and_acked_in_one_write(
+    settings: Settings,
+) -> None:
+    async with consumer(settings, ConsumerConfig(ack_wait=30, max_ack_pending=10_000)) as nc:
+        js = nc.jetstream()
         sent = {f"body-{i}".encode() for i in range(2_500)}
         for i, body in enumerate(sorted(sent)):
             await js.publish(f"watch.check.svc-{i % 3}", body, headers={"Nats-Msg-Id": f"m{i}"})
@@ -65,22 +76,11 @@ async def test_every_message_is_handed_over_once_and_acked_in_one_write(
         assert {m.metadata.sequence.stream for m in seen} == set(range(1, len(sent) + 1))
         assert all(m.subject.startswith("watch.check.svc-") and m.is_acked for m in seen)
         assert all(m.metadata.num_delivered == 1 for m in seen)
-    finally:
-        await nc.close()
 
 
 async def test_a_message_left_unacked_is_redelivered(settings: Settings) -> None:
-    nc = await nats.connect(settings.nats_url)
-    try:
+    async with consumer(settings, ConsumerConfig(ack_wait=1.0)) as nc:
         js = nc.jetstream()
-        await ensure_streams(js, settings)
-        await ensure_consumer(
-            js,
-            stream=CHECKS_STREAM,
-            durable=DURABLE,
-            subjects=CHECK_SUBJECTS,
-            config=ConsumerConfig(ack_wait=1.0),
-        )
         for i in range(10):
             await js.publish("watch.check.svc-a", f"{i}".encode())
         deliveries: list[tuple[bytes, int]] = []
@@ -104,8 +104,6 @@ async def test_a_message_left_unacked_is_redelivered(settings: Settings) -> None
             f"{i}".encode() for i in range(10)
         )
         assert {d for d, n in deliveries if n > 1} == {b"3"}
-    finally:
-        await nc.close()
 
 
 def test_status_lines_of_pull_responses() -> None:
