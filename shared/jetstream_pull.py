@@ -4,9 +4,9 @@ nats-py's `fetch(n)` waits for each message with its own `wait_for` task, and it
 parses every message's headers into a dict and queues it through an asyncio.Queue: together
 about half of a recorder's CPU per result. Here one pull request
 (`$JS.API.CONSUMER.MSG.NEXT`) asks for a whole batch on a private inbox, and the messages of
-that inbox are taken from nats-py's protocol reader as they are parsed (a hook on the
-client's `_process_msg`, for this loop's subscriptions only; every other subscription goes
-through nats-py unchanged). Only what a pull consumer needs is decoded: a status line
+that inbox are taken from nats-py's protocol reader as they are parsed (shared.nats_direct,
+for this loop's subscriptions only; every other subscription goes through nats-py
+unchanged). Only what a pull consumer needs is decoded: a status line
 (404/408/409 end a pull) and the subject and reply; `Msg.headers` stays None. Acks stay per
 message (explicit), so replicas sharing the durable consumer never ack one another's work;
 `ack_all` writes a batch's acks in one buffer. Several workers pull at once, so one batch is
@@ -25,6 +25,7 @@ import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nats import errors as nats_errors
 from nats.aio.client import Client as NatsClient
@@ -33,6 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from shared import nats_direct
 from shared.logs import get_log
 
 log = get_log(__name__)
@@ -151,12 +153,9 @@ class PullLoop:
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._inboxes: dict[int, _Inbox] = {}  # by subscription id
-        self._hooked = False
 
     def start(self) -> None:
         """Start the workers."""
-        self._hook()
         self._tasks = [
             asyncio.create_task(self._work(i), name=f"pull-{i}") for i in range(self._workers)
         ]
@@ -168,29 +167,13 @@ class PullLoop:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def _hook(self) -> None:
-        """Route this loop's inbox messages past nats-py's per-message queue and header parser.
-
-        nats-py offers no public hook for this; `_process_msg(sid, subject, reply, data,
-        headers)` is what its protocol parser calls for each MSG/HMSG (nats-py 2.x).
-        Messages of other subscriptions go to the method that was there before.
-        """
-        if self._hooked:
-            return
+    async def _work(self, worker: int) -> None:
+        inbox_subject = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox_subject)
+        inbox = _Inbox()
         nc = self._nc
-        inboxes = self._inboxes
-        previous = nc._process_msg
-        stats = nc.stats
 
-        async def process_msg(
-            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-        ) -> None:  # headers: None for a MSG without them, whatever nats-py's annotation says
-            inbox = inboxes.get(sid)
-            if inbox is None:
-                await previous(sid, subject, reply, data, headers)
-                return
-            stats["in_msgs"] += 1
-            stats["in_bytes"] += len(data)
+        def deliver(sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any) -> None:
             if headers and headers.startswith(_STATUS_LINE):
                 inbox.put(_status(headers))
                 return
@@ -205,14 +188,7 @@ class PullLoop:
                 )
             )
 
-        nc._process_msg = process_msg  # type: ignore[method-assign]
-        self._hooked = True
-
-    async def _work(self, worker: int) -> None:
-        inbox_subject = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox_subject)
-        inbox = _Inbox()
-        self._inboxes[sub._id] = inbox
+        nats_direct.route(nc, sub._id, deliver)
         failing = False
         try:
             while not self._stopping.is_set():
@@ -229,7 +205,7 @@ class PullLoop:
                 if msgs:
                     await self._handler(msgs)
         finally:
-            self._inboxes.pop(sub._id, None)
+            nats_direct.unroute(nc, sub._id)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 

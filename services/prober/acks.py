@@ -2,11 +2,16 @@
 
 nats-py's `publish_async` does the same wire work, but per message it also waits on a
 semaphore through `wait_for`, draws a NUID and random token bytes, makes a future with a
-done callback and parses the PubAck into a dataclass; the publisher then waited on all those
-futures. Here a whole batch is sent with reply subjects `<inbox>.<counter>`, each ack settles
-its slot in the batch, the last one wakes the batch's single waiter, and only an error ack
-is parsed. The stream acks a message only once it is stored (or found to be a duplicate of
-its `Nats-Msg-Id`), so an ack means stored, exactly as with `publish_async`.
+done callback and parses the PubAck into a dataclass; its `publish` builds each header block
+from a dict; and each ack it receives becomes a `Msg` queued for a task. Here a whole batch
+is encoded into one buffer of HPUB commands (reply subjects `<inbox>.<counter>`, the
+`Nats-Msg-Id` and `Nats-Expected-Stream` headers) and handed to the client's writer at once;
+the acks are taken from the protocol reader as they are parsed (shared.nats_direct), each
+settles its slot in the batch, the last one wakes the batch's single waiter, and only an
+error ack is parsed. The stream acks a message only once it is stored (or found to be a
+duplicate of its `Nats-Msg-Id`), so an ack means stored, exactly as with `publish_async`.
+While the client is not connected a batch fails at once (the publisher keeps it and retries
+after the reconnect) instead of filling nats-py's reconnect buffer.
 """
 
 from __future__ import annotations
@@ -18,14 +23,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, MaxPayloadError
 from nats.js.errors import APIError, NoStreamResponseError
 
-_EXPECTED_STREAM = "Nats-Expected-Stream"
-_MSG_ID = "Nats-Msg-Id"
-_STATUS = "Status"
-_NO_RESPONDERS = "503"
+from shared import nats_direct
+
+_STATUS_LINE = b"NATS/1.0 "
+_NO_RESPONDERS = b"503"
 
 
 class Message(Protocol):
@@ -61,16 +65,19 @@ class AckInbox:
 
     def __init__(self, *, nc: Client, stream: str) -> None:
         self._nc = nc
-        self._stream = stream
-        self._prefix = ""
+        self._stream = stream.encode()
+        self._prefix = b""
         self._tokens = itertools.count()
-        self._pending: dict[str, tuple[_Batch, int]] = {}
-        self._sub: Subscription | None = None
+        self._pending: dict[int, tuple[_Batch, int]] = {}
+        self._sid: int | None = None
 
     async def start(self) -> None:
         """Subscribe to the inbox (nats-py subscribes again by itself after a reconnect)."""
-        self._prefix = f"{self._nc.new_inbox()}."
-        self._sub = await self._nc.subscribe(f"{self._prefix}*", cb=self._on_ack)
+        prefix = f"{self._nc.new_inbox()}."
+        sub = await self._nc.subscribe(f"{prefix}*")
+        self._prefix = prefix.encode()
+        self._sid = sub._id
+        nats_direct.route(self._nc, sub._id, self._on_ack)
 
     @property
     def pending(self) -> int:
@@ -81,22 +88,56 @@ class AckInbox:
         self, messages: Sequence[Message], *, ack_wait: float
     ) -> list[BaseException | None]:
         """Send `messages`, wait up to `ack_wait` s for their acks: None (stored) or the error."""
-        if self._sub is None:
+        nc = self._nc
+        if self._sid is None:
             raise ConnectionError("ack inbox not started")
+        if nc.is_closed:
+            raise ConnectionClosedError
+        if not nc.is_connected:
+            raise ConnectionError("not connected to NATS")
         batch = _Batch(len(messages), asyncio.get_running_loop().create_future())
-        tokens: list[str] = []
-        pending, prefix, publish = self._pending, self._prefix, self._nc.publish
+        tokens: list[int] = []
+        commands: list[bytes] = []
+        pending, prefix, stream = self._pending, self._prefix, self._stream
+        max_payload, size = nc.max_payload, 0
         for index, m in enumerate(messages):
-            token = str(next(self._tokens))
-            headers = {_MSG_ID: m.msg_id, _EXPECTED_STREAM: self._stream}
-            try:
-                await publish(m.subject, m.payload, reply=prefix + token, headers=headers)
-            except Exception as exc:
-                batch.outcomes[index] = exc
+            payload = m.payload
+            if len(payload) > max_payload:
+                batch.outcomes[index] = MaxPayloadError()
                 continue
+            token = next(self._tokens)
+            header = b"NATS/1.0\r\nNats-Msg-Id: %s\r\nNats-Expected-Stream: %s\r\n\r\n" % (
+                m.msg_id.encode(),
+                stream,
+            )
+            commands.append(
+                b"HPUB %s %s%d %d %d\r\n%s%s\r\n"
+                % (
+                    m.subject.encode(),
+                    prefix,
+                    token,
+                    len(header),
+                    len(header) + len(payload),
+                    header,
+                    payload,
+                )
+            )
+            size += len(payload)
             pending[token] = (batch, index)
             tokens.append(token)
-            batch.waiting += 1
+        batch.waiting = len(tokens)
+        if commands:
+            nc.stats["out_msgs"] += len(commands)
+            nc.stats["out_bytes"] += size
+            try:
+                await nc._send_command(b"".join(commands))
+                await nc._flush_pending()
+            except Exception as exc:
+                for token in tokens:
+                    entry = pending.pop(token, None)
+                    if entry is not None:
+                        batch.outcomes[entry[1]] = exc
+                return batch.outcomes
         if batch.waiting:
             try:
                 async with asyncio.timeout(ack_wait):
@@ -113,23 +154,35 @@ class AckInbox:
                         pending.pop(token, None)
         return batch.outcomes
 
-    async def _on_ack(self, msg: Msg) -> None:
-        entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
+    def _on_ack(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        try:
+            token = int(subject[len(self._prefix) :])
+        except ValueError:
+            return  # not one of ours
+        entry = self._pending.pop(token, None)
         if entry is None:
             return  # its batch gave up waiting: the retry has its own token
-        data = msg.data
         if not data:  # a status message, not a PubAck: never count it as stored
-            status = msg.headers.get(_STATUS) if msg.headers else None
+            status = _status(headers)
             entry[0].settle(
                 entry[1],
                 NoStreamResponseError()
                 if status == _NO_RESPONDERS
-                else APIError(description=f"no PubAck (status {status})"),
+                else APIError(description=f"no PubAck (status {status.decode(errors='replace')})"),
             )
         elif b'"error"' in data:
             entry[0].settle(entry[1], _api_error(data))
         else:
             entry[0].settle(entry[1], None)
+
+
+def _status(headers: bytes | None) -> bytes:
+    """The code of a status header block (`NATS/1.0 503\r\n...`), or b"none"."""
+    if not headers or not headers.startswith(_STATUS_LINE):
+        return b"none"
+    return headers[len(_STATUS_LINE) :].split(b"\r\n", 1)[0].strip().split(b" ", 1)[0]
 
 
 def _api_error(data: bytes) -> Exception:
