@@ -1,10 +1,10 @@
 """Getting results into JetStream even when NATS comes and goes.
 
 Every result goes through a bounded in-memory buffer. One flusher publishes from its head in
-order, in batches (a result waits up to LINGER for others to join it): it sends a whole
-batch without waiting, then waits for the batch's JetStream acks together (at 1,700
-checks/s a request/reply round trip per message cost more CPU than the check itself;
-services.prober.acks does the sending).
+order, in batches (at most one batch per LINGER, so a result waits up to LINGER for others
+to join it): it sends a whole batch without waiting, then waits for the batch's JetStream
+acks together (at 1,700 checks/s a request/reply round trip per message cost more CPU than
+the check itself; services.prober.acks does the sending).
 Whatever was not acked stays and is retried with the same
 `Nats-Msg-Id` (the checkId), so the stream's dedup window makes retries safe. When the
 buffer is full the OLDEST result is dropped, counted and logged: never silently.
@@ -19,9 +19,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
 
 from services.prober.metrics import ProberMetrics
-from shared.events import CheckCompleted, check_subject
+from shared.events import check_subject
 from shared.logs import get_log
 
 log = get_log(__name__)
@@ -31,7 +33,7 @@ Send = Callable[[list["Outgoing"], float], Awaitable[list[BaseException | None]]
 (stored) or what went wrong (services.prober.acks.AckInbox.publish)."""
 
 BATCH = 2048  # sends that share one wait for their acks
-LINGER = 0.02  # seconds a result may wait for others to share its batch
+LINGER = 0.02  # seconds between batches: a result may wait this long for others to join it
 ACK_TIMEOUT = 5.0  # seconds to wait for a batch's acks before the rest is retried
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 DROP_LOG_EVERY = 10.0  # seconds between "buffer full" warnings while results keep dropping
@@ -45,6 +47,16 @@ class Outgoing:
     subject: str
     payload: bytes
     msg_id: str
+
+
+class Result(Protocol):
+    """A check to publish (services.prober.wire.Check, or shared.events.CheckCompleted)."""
+
+    @property
+    def check_id(self) -> UUID: ...
+    @property
+    def service_id(self) -> str: ...
+    def to_wire(self) -> bytes: ...
 
 
 class ResultPublisher:
@@ -77,7 +89,7 @@ class ResultPublisher:
         """Results waiting to be published."""
         return len(self._buffer)
 
-    def submit(self, result: CheckCompleted) -> None:
+    def submit(self, result: Result) -> None:
         """Queue a result for publishing; never blocks, never raises."""
         if len(self._buffer) >= self._capacity:
             self._buffer.popleft()
@@ -116,14 +128,19 @@ class ResultPublisher:
 
     async def _run(self) -> None:
         backoff = MIN_BACKOFF
+        loop = asyncio.get_running_loop()
+        last_flush = -LINGER
         while True:
             if not self._buffer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-                # Let a batch gather: one write and one wait for acks per LINGER, not per
-                # result (per result, the sends and wake-ups cost more than the checks).
-                await asyncio.sleep(LINGER)
-                continue
+            # Let a batch gather: at most one write and one wait for acks per LINGER, not
+            # per result (per result, the sends and the event loop's wake-ups for each ack
+            # cost more CPU than the checks), unless a whole batch is waiting already.
+            wait = last_flush + LINGER - loop.time()
+            if wait > 0 and len(self._buffer) < BATCH:
+                await asyncio.sleep(wait)
+            last_flush = loop.time()
             if self._connected() and await self._flush_batch():
                 backoff = MIN_BACKOFF
                 continue
