@@ -20,21 +20,20 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import aiohttp
 import httpx
 
-from services.prober import timing
+from services.prober import timing, wire
 from services.prober.catalog import Endpoint, Service, status_matches
 from services.prober.conditions import MISSING, Context, decode_json
-from services.prober.transport import BODY_IN_MEMORY
+from services.prober.transport import BODY_IN_MEMORY, CookielessClient
 from shared.events import (
     CheckCompleted,
     CheckStatus,
     EndpointResult,
-    EndpointTimings,
     ErrorType,
     Trigger,
 )
@@ -54,6 +53,27 @@ async def run_check(
     requests: RequestCache | None = None,
 ) -> CheckCompleted:
     """Call every endpoint of `service` at once and build the `CheckCompleted` event."""
+    check = await probe_service(
+        service,
+        client=client,
+        settings=settings,
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+        requests=requests,
+    )
+    return check.to_event()
+
+
+async def probe_service(
+    service: Service,
+    *,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    trigger: Trigger = "scheduled",
+    scheduled_at: datetime | None = None,
+    requests: RequestCache | None = None,
+) -> wire.Check:
+    """`run_check` for the scheduler: the same check as a struct, ready to encode."""
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     if len(service.endpoints) == 1:  # the common case: no task per endpoint
@@ -63,13 +83,15 @@ async def run_check(
             )
         ]
     else:
-        results = await asyncio.gather(
-            *(
-                call_endpoint(e, service=service, client=client, requests=requests)
-                for e in service.endpoints
+        results = list(
+            await asyncio.gather(
+                *(
+                    call_endpoint(e, service=service, client=client, requests=requests)
+                    for e in service.endpoints
+                )
             )
         )
-    return CheckCompleted(
+    return wire.Check(
         check_id=uuid.uuid4(),
         service_id=service.id,
         region=settings.region,
@@ -79,7 +101,7 @@ async def run_check(
         started_at=started_at,
         duration_ms=(time.perf_counter() - t0) * 1000,
         status=check_status(results),
-        endpoints=list(results),
+        endpoints=results,
     )
 
 
@@ -136,7 +158,7 @@ async def call_endpoint(
     service: Service,
     client: httpx.AsyncClient,
     requests: RequestCache | None = None,
-) -> EndpointResult:
+) -> wire.Endpoint:
     """One HTTP call, timed, with its outcome classified; never raises (except cancellation)."""
     timeout = service.timeout_seconds
     status_code: int | None = None
@@ -154,7 +176,10 @@ async def call_endpoint(
         # One deadline for the whole call, a slow-dripping body included (httpx's timeouts
         # are per phase; the request carries none, so aiohttp sets no timers of its own).
         async with asyncio.timeout(timeout):
-            response = await client.send(request, stream=True)
+            if isinstance(client, CookielessClient):
+                response = await client.send_direct(request)
+            else:
+                response = await client.send(request, stream=True)
             try:
                 # The production transport has read the body already; httpx's chunked
                 # decoding of it is only worth its CPU when a condition reads the body.
@@ -185,7 +210,7 @@ async def call_endpoint(
     if message is not None:
         message = message.replace(endpoint.url, endpoint.display_url)
         message = service.scrub(message)[:MAX_ERROR_MESSAGE]
-    return EndpointResult(
+    return wire.Endpoint(
         name=endpoint.name,
         method=endpoint.method,
         url=endpoint.display_url,
@@ -262,10 +287,10 @@ def _excerpt(text: str, limit: int = 60) -> str:
     return repr(flat if len(flat) <= limit else flat[: limit - 3] + "...")
 
 
-def _timings(phases: timing.Phases) -> EndpointTimings | None:
+def _timings(phases: timing.Phases) -> wire.Timings | None:
     if phases.ttfb_ms is None and phases.connect_ms is None:
         return None  # the transport reported nothing (e.g. a test's MockTransport)
-    return EndpointTimings(
+    return wire.Timings(
         dns_ms=phases.dns_ms,
         connect_ms=phases.connect_ms,
         ttfb_ms=phases.ttfb_ms,
@@ -291,7 +316,7 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-def check_status(results: list[EndpointResult]) -> CheckStatus:
+def check_status(results: Sequence[EndpointResult | wire.Endpoint]) -> CheckStatus:
     """`down` if any call failed, `degraded` if one was slower than its threshold, else `up`."""
     if any(not r.ok for r in results):
         return "down"

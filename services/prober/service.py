@@ -9,7 +9,6 @@ import logging
 import ssl
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 import httpx
@@ -17,18 +16,19 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from services.prober import wire
 from services.prober.acks import AckInbox
 from services.prober.broker import build_broker
 from services.prober.catalog import Catalog, CatalogError, Service, load_catalog
 from services.prober.cluster import ClusterSettings, Membership
 from services.prober.definitions import publish_catalog
 from services.prober.metrics import ProberMetrics
-from services.prober.probe import RequestCache, run_check
+from services.prober.probe import RequestCache, probe_service
 from services.prober.publish import Outgoing, ResultPublisher
 from services.prober.reload import CatalogWatcher
 from services.prober.schedule import Clock, Scheduler, wall_phase
 from services.prober.timing import TimedConnector, TimedResolver
-from services.prober.transport import AiohttpTransport
+from services.prober.transport import AiohttpTransport, CookielessClient
 from shared.events import (
     CHECKS_STREAM,
     CheckCompleted,
@@ -80,33 +80,6 @@ def make_client(
 
     transport = AiohttpTransport(session=session)
     return CookielessClient(transport=transport, headers={"User-Agent": "watch-server-prober/0.1"})
-
-
-class _NoCookies(httpx.Cookies):
-    """A cookie store that ignores Set-Cookie without even parsing the response for it."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class CookielessClient(httpx.AsyncClient):
-    """An AsyncClient that never keeps a cookie: one check must not change what the next sees.
-
-    A cookie policy that refuses every domain does the same, but httpx still parses each
-    response for it (~10 % of a check's CPU); this client skips the parsing.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._no_cookies = _NoCookies()
-
-    @property  # type: ignore[override]
-    def cookies(self) -> httpx.Cookies:
-        return self._no_cookies
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        raise TypeError("the prober's client keeps no cookies")
 
 
 class Prober:
@@ -366,7 +339,8 @@ class Prober:
     async def _manual_check(self, service: Service) -> CheckCompleted:
         requested = datetime.now(UTC)
         async with self._semaphore:
-            return await self._check(service, trigger="manual", scheduled_at=requested)
+            check = await self._check(service, trigger="manual", scheduled_at=requested)
+        return check.to_event()
 
     async def _scheduled_check(self, service: Service, due: datetime, lateness: float) -> None:
         self.metrics.lateness.observe(lateness)
@@ -374,11 +348,11 @@ class Prober:
 
     async def _check(
         self, service: Service, *, trigger: Trigger, scheduled_at: datetime
-    ) -> CheckCompleted:
+    ) -> wire.Check:
         assert self._client is not None
         if self._requests is None or self._requests.client is not self._client:
             self._requests = RequestCache(client=self._client)
-        result = await run_check(
+        result = await probe_service(
             service,
             client=self._client,
             settings=self.settings,
@@ -492,7 +466,7 @@ def _ids(ids: list[str], limit: int = 20) -> str:
     return ",".join(ids[:limit]) + more
 
 
-def _log_check(result: CheckCompleted, *, previous: CheckStatus | None) -> None:
+def _log_check(result: wire.Check, *, previous: CheckStatus | None) -> None:
     """One line per check that says something: `check service=x status=down error=timeout`.
 
     A failed check is a WARNING and a degraded one INFO, every time; an `up` check is INFO

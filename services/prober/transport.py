@@ -59,6 +59,47 @@ def map_error(exc: BaseException) -> httpx.TransportError:
     return httpx.TransportError(str(exc))
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie store that ignores Set-Cookie without even parsing the response for it."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class CookielessClient(httpx.AsyncClient):
+    """The prober's AsyncClient: never keeps a cookie, and can send without httpx's layers.
+
+    No cookies: one check must not change what the next sees. A cookie policy that refuses
+    every domain does the same, but httpx still parses each response for it (~10 % of a
+    check's CPU); this client skips the parsing.
+
+    `send_direct(request)` is `send(request, stream=True)` for a client that uses none of
+    the layers httpx wraps around its transport (auth flow, redirects, event hooks, cookies,
+    the elapsed timer): it hands the request to the transport at once. Those layers cost
+    ~35 µs per request (bench: more than the transport itself adds to bare aiohttp); a
+    client given auth, event hooks or follow_redirects takes the full `send` path instead.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("the prober's client keeps no cookies")
+
+    async def send_direct(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` as `send(request, stream=True)` would, skipping unused layers."""
+        if self._auth is not None or self.follow_redirects or any(self._event_hooks.values()):
+            return await self.send(request, stream=True)
+        transport = self._transport_for_url(request.url) if self._mounts else self._transport
+        return await transport.handle_async_request(request)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests sent by one aiohttp session, created on first use inside the loop."""
 
