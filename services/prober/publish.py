@@ -53,7 +53,7 @@ class Result(Protocol):
     """A check to publish (services.prober.wire.Check, or shared.events.CheckCompleted)."""
 
     @property
-    def check_id(self) -> UUID: ...
+    def check_id(self) -> UUID | str: ...
     @property
     def service_id(self) -> str: ...
     def to_wire(self) -> bytes: ...
@@ -83,6 +83,7 @@ class ResultPublisher:
         self._drops_unlogged = 0
         self.dropped = 0
         self.published = 0
+        metrics.buffer_depth.set_function(lambda: len(self._buffer))  # read when scraped
 
     @property
     def depth(self) -> int:
@@ -102,7 +103,6 @@ class ResultPublisher:
                 msg_id=str(result.check_id),
             )
         )
-        self._metrics.buffer_depth.set(len(self._buffer))
         self._wakeup.set()
 
     def start(self) -> None:
@@ -166,7 +166,6 @@ class ResultPublisher:
             self._buffer = deque(o for o in self._buffer if o.seq not in acked)
         self.published += len(acked)
         self._metrics.published.inc(len(acked))
-        self._metrics.buffer_depth.set(len(self._buffer))
         if failed:
             self._metrics.publish_failures.inc(failed)
             if self._failing_since is None:

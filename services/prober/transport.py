@@ -22,7 +22,7 @@ classification (services.prober.probe.classify) can still look at the cause:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -57,6 +57,32 @@ def map_error(exc: BaseException) -> httpx.TransportError:
         if isinstance(exc, source):
             return target(str(exc))
     return httpx.TransportError(str(exc))
+
+
+class LazyHeadersResponse(httpx.Response):
+    """An httpx.Response whose headers become `httpx.Headers` when first read.
+
+    Normalizing every header of every response was ~5 % of a check's CPU, and most checks
+    never look at a header (only header conditions and body decoding do).
+    """
+
+    def __init__(
+        self, status_code: int, *, raw_headers: Sequence[tuple[bytes, bytes]], **kwargs: Any
+    ) -> None:
+        super().__init__(status_code, **kwargs)
+        self._raw_headers: Sequence[tuple[bytes, bytes]] | None = raw_headers
+
+    @property  # type: ignore[override]
+    def headers(self) -> httpx.Headers:
+        if self._raw_headers is not None:
+            self._headers = httpx.Headers(list(self._raw_headers))
+            self._raw_headers = None
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: httpx.Headers) -> None:
+        self._headers = value
+        self._raw_headers = None
 
 
 class _NoCookies(httpx.Cookies):
@@ -139,9 +165,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientError as exc:
             raise map_error(exc) from exc
         reason = response.reason
-        return httpx.Response(
+        return LazyHeadersResponse(
             status_code=response.status,
-            headers=response.raw_headers,
+            raw_headers=response.raw_headers,
             stream=httpx.ByteStream(body),
             request=request,
             extensions=(

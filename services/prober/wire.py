@@ -12,6 +12,7 @@ and tests/unit/test_prober_wire.py holds the structs to the models' fields.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from uuid import UUID
 
@@ -20,6 +21,36 @@ import msgspec
 from shared.events import SCHEMA_VERSION, CheckCompleted, CheckStatus, ErrorType, Trigger
 
 _encode = msgspec.json.Encoder().encode
+_POOL = 4096  # random bytes drawn from the OS at once: 256 check ids
+
+
+class _CheckIds:
+    """Random (version 4) UUIDs as text, from pooled `os.urandom` bytes.
+
+    `str(uuid.uuid4())` asks the kernel for 16 bytes and builds a UUID object per check;
+    this asks for 4 KiB every 256 ids and formats the text directly (same randomness).
+    """
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(_POOL), 0
+        self._at = at + 16
+        n = int.from_bytes(self._pool[at : at + 16], "big")
+        n = (n & _KEEP) | _VERSION_4
+        h = f"{n:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# RFC 4122: version nibble 4 (bits 76-79), variant bits 10 (bits 62-63).
+_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+new_check_id = _CheckIds()
+"""A new checkId (uuid4 text)."""
 
 
 class Timings(msgspec.Struct, rename="camel", gc=False):
@@ -59,7 +90,7 @@ class Check(msgspec.Struct, rename="camel", gc=False, kw_only=True):
     """CheckCompleted."""
 
     schema_version: int = SCHEMA_VERSION
-    check_id: UUID
+    check_id: UUID | str  # text from new_check_id; a UUID object encodes the same
     service_id: str
     region: str
     prober_id: str

@@ -13,6 +13,7 @@ import pytest
 
 from services.prober.catalog import Service, parse_catalog
 from services.prober.probe import check_status, classify, run_check
+from services.prober.transport import LazyHeadersResponse
 from shared.settings import Settings
 from tests.factories import make_endpoint_result
 
@@ -175,3 +176,20 @@ async def test_credentials_written_in_the_url_are_scrubbed_from_errors() -> None
     result = await check(svc, handler)
     assert "pa55word" not in result.to_wire().decode()
     assert result.endpoints[0].url == "http://***@t/a"
+
+
+def test_a_lazy_response_reads_its_raw_headers_only_when_asked() -> None:
+    response = LazyHeadersResponse(
+        200,
+        raw_headers=(
+            (b"Content-Type", b"application/json"),
+            (b"X-Trace", b"a"),
+            (b"x-trace", b"b"),
+        ),
+        stream=httpx.ByteStream(b'{"status": "UP"}'),
+    )
+    assert response._raw_headers is not None  # nothing parsed yet
+    assert response.headers.get_list("x-trace") == ["a", "b"]
+    assert response.headers["content-type"] == "application/json"
+    response.headers = httpx.Headers({"a": "1"})
+    assert dict(response.headers) == {"a": "1"}

@@ -95,3 +95,11 @@ def test_the_bytes_are_the_models_bytes(check: wire.Check) -> None:
 def test_a_struct_the_contract_refuses_is_an_error_not_a_publish() -> None:
     with pytest.raises(ValueError, match="endpoints"):
         full_check(endpoints=[]).to_event()
+
+
+def test_check_ids_are_distinct_version_4_uuids() -> None:
+    ids = [wire.new_check_id() for _ in range(20_000)]  # several pools of random bytes
+    assert len(set(ids)) == len(ids)
+    for text in ids[:600]:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
