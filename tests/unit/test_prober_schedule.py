@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.prober.catalog import Service
-from services.prober.schedule import Scheduler, wall_phase
+from services.prober.schedule import LoopClock, Scheduler, wall_phase
 
 EPOCH = 1_000_000.0
 
@@ -267,3 +267,24 @@ async def test_wall_phase_makes_replicas_agree_on_due_times() -> None:
     offsets = [(d - phase) % 10.0 for d in dues["early"]]
     assert all(min(o, 10.0 - o) < 1e-5 for o in offsets)
     assert 0 <= phase < 10.0 and wall_phase(service) == phase
+
+
+async def test_the_loop_clock_starts_turns_on_its_tick_grid_never_early() -> None:
+    clock = LoopClock(tick=0.01)
+    now = clock.now()
+    deadlines = [now + 0.5 + k * 0.0037 for k in range(10)]
+    handles = [clock.call_at(d, lambda: None) for d in deadlines]
+    try:
+        for deadline, handle in zip(deadlines, handles, strict=True):
+            when = handle.when()  # type: ignore[attr-defined]
+            assert deadline <= when < deadline + 0.01
+            assert abs(when / 0.01 - round(when / 0.01)) < 1e-6
+        # turns due within one tick share its instant: one wake-up of the loop starts them
+        assert len({round(h.when(), 9) for h in handles}) <= 5  # type: ignore[attr-defined]
+    finally:
+        for handle in handles:
+            handle.cancel()
+    exact = LoopClock(tick=0)
+    handle = exact.call_at(now + 0.5, lambda: None)
+    assert handle.when() == now + 0.5  # type: ignore[attr-defined]
+    handle.cancel()
