@@ -44,6 +44,11 @@ ERROR_TYPES: tuple[str, ...] = ErrorType.__args__  # type: ignore[attr-defined]
 Trigger = Literal["scheduled", "manual"]
 
 
+def within_threshold(ok: bool, response_time_ms: float, latency_threshold_ms: float | None) -> bool:
+    """True when a call succeeded no slower than its latency threshold (else: degraded)."""
+    return ok and (latency_threshold_ms is None or response_time_ms <= latency_threshold_ms)
+
+
 class WireModel(BaseModel):
     """camelCase aliases on the wire, snake_case in Python; unknown fields ignored."""
 
@@ -104,9 +109,7 @@ class EndpointResult(WireModel):
     @property
     def within_threshold(self) -> bool:
         """True when the call succeeded no slower than its latency threshold."""
-        return self.ok and (
-            self.latency_threshold_ms is None or self.response_time_ms <= self.latency_threshold_ms
-        )
+        return within_threshold(self.ok, self.response_time_ms, self.latency_threshold_ms)
 
 
 class CheckCompleted(WireModel):

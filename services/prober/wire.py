@@ -18,7 +18,14 @@ from uuid import UUID
 
 import msgspec
 
-from shared.events import SCHEMA_VERSION, CheckCompleted, CheckStatus, ErrorType, Trigger
+from shared.events import (
+    SCHEMA_VERSION,
+    CheckCompleted,
+    CheckStatus,
+    ErrorType,
+    Trigger,
+    within_threshold,
+)
 
 _encode = msgspec.json.Encoder().encode
 _POOL = 4096  # random bytes drawn from the OS at once: 256 check ids
@@ -81,9 +88,7 @@ class Endpoint(msgspec.Struct, rename="camel", gc=False, kw_only=True):
     @property
     def within_threshold(self) -> bool:
         """True when the call succeeded no slower than its latency threshold."""
-        return self.ok and (
-            self.latency_threshold_ms is None or self.response_time_ms <= self.latency_threshold_ms
-        )
+        return within_threshold(self.ok, self.response_time_ms, self.latency_threshold_ms)
 
 
 class Check(msgspec.Struct, rename="camel", gc=False, kw_only=True):

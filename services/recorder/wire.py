@@ -22,7 +22,7 @@ import msgspec
 from pydantic import AwareDatetime, TypeAdapter
 from pydantic.alias_generators import to_camel
 
-from shared.events import CheckCompleted, EndpointResult
+from shared.events import CheckCompleted, EndpointResult, within_threshold
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 ErrorType = Literal["timeout", "connection", "dns", "tls", "http_status", "assertion", "other"]
@@ -63,9 +63,7 @@ class WireEndpoint(msgspec.Struct, rename="camel", gc=False):
     @property
     def within_threshold(self) -> bool:
         """True when the call succeeded no slower than its latency threshold."""
-        return self.ok and (
-            self.latency_threshold_ms is None or self.response_time_ms <= self.latency_threshold_ms
-        )
+        return within_threshold(self.ok, self.response_time_ms, self.latency_threshold_ms)
 
 
 def _wire_name(field: str) -> str:
