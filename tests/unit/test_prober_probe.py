@@ -13,7 +13,7 @@ import pytest
 
 from services.prober.catalog import Service, parse_catalog
 from services.prober.probe import check_status, classify, run_check
-from services.prober.transport import LazyHeadersResponse
+from services.prober.transport import CookielessClient, LazyHeadersResponse
 from shared.settings import Settings
 from tests.factories import make_endpoint_result
 
@@ -193,3 +193,33 @@ def test_a_lazy_response_reads_its_raw_headers_only_when_asked() -> None:
     assert response.headers["content-type"] == "application/json"
     response.headers = httpx.Headers({"a": "1"})
     assert dict(response.headers) == {"a": "1"}
+
+
+async def test_send_direct_skips_only_layers_the_client_does_not_use() -> None:
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(302, headers={"Location": "/next"})
+
+    async def hook(request: httpx.Request) -> None:
+        seen.append("hook")
+
+    request = httpx.Request("GET", "http://target.test/first")
+    async with CookielessClient(transport=httpx.MockTransport(answer)) as plain:
+        response = await plain.send_direct(request)
+        assert (response.status_code, seen) == (302, ["/first"])
+    seen.clear()
+    hooked = CookielessClient(
+        transport=httpx.MockTransport(answer), event_hooks={"request": [hook]}
+    )
+    async with hooked:
+        await hooked.send_direct(request)
+        assert seen == ["hook", "/first"]  # the full path, hooks included
+    seen.clear()
+    mounted = CookielessClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(500)),
+        mounts={"http://target.test": httpx.MockTransport(answer)},
+    )
+    async with mounted:
+        assert (await mounted.send_direct(request)).status_code == 302  # the mount's transport
