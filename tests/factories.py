@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from services.prober.probe import probe_service
 from shared.events import CheckCompleted, EndpointResult, ServiceDefined
 
 
@@ -58,3 +59,8 @@ def make_service_defined(**overrides: Any) -> ServiceDefined:
     }
     data.update(overrides)
     return ServiceDefined(**data)
+
+
+async def run_check(*args: Any, **kwargs: Any) -> CheckCompleted:
+    """A prober check as its consumers see it: the published bytes, validated by the model."""
+    return (await probe_service(*args, **kwargs)).to_event()

@@ -30,7 +30,6 @@ from services.prober.catalog import Endpoint, Service, status_matches
 from services.prober.conditions import MISSING, Context, decode_json
 from services.prober.transport import BODY_IN_MEMORY, CookielessClient
 from shared.events import (
-    CheckCompleted,
     CheckStatus,
     EndpointResult,
     ErrorType,
@@ -42,27 +41,6 @@ MAX_ERROR_MESSAGE = 300
 _NO_STREAM = httpx.ByteStream(b"")
 
 
-async def run_check(
-    service: Service,
-    *,
-    client: httpx.AsyncClient,
-    settings: Settings,
-    trigger: Trigger = "scheduled",
-    scheduled_at: datetime | None = None,
-    requests: RequestCache | None = None,
-) -> CheckCompleted:
-    """Call every endpoint of `service` at once and build the `CheckCompleted` event."""
-    check = await probe_service(
-        service,
-        client=client,
-        settings=settings,
-        trigger=trigger,
-        scheduled_at=scheduled_at,
-        requests=requests,
-    )
-    return check.to_event()
-
-
 async def probe_service(
     service: Service,
     *,
@@ -72,7 +50,10 @@ async def probe_service(
     scheduled_at: datetime | None = None,
     requests: RequestCache | None = None,
 ) -> wire.Check:
-    """`run_check` for the scheduler: the same check as a struct, ready to encode."""
+    """Call every endpoint of `service` at once; the check as a struct, ready to encode.
+
+    `.to_event()` gives the validated `CheckCompleted` (manual runs answer with it).
+    """
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     if len(service.endpoints) == 1:  # the common case: no task per endpoint

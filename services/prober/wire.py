@@ -6,7 +6,8 @@ it is in the CPU's caches. These structs mirror `shared.events.CheckCompleted`,
 `EndpointResult` and `EndpointTimings` field for field, in the same order and with the
 same camelCase names, and msgspec encodes them in one call. The pydantic models stay the
 contract: `Check.to_event()` decodes the encoded bytes with them (manual runs answer with
-it, and `run_check` returns it, so every test of a check also validates what is published),
+it, and the tests' `run_check` returns it, so every test of a check also validates what is
+published),
 and tests/unit/test_prober_wire.py holds the structs to the models' fields.
 """
 

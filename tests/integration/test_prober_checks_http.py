@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.prober.catalog import Service, parse_catalog
-from services.prober.probe import run_check
 from services.prober.service import make_client
 from shared.events import CheckCompleted
 from shared.settings import Settings
+from tests.factories import run_check
 from tests.targets import Reply, Target
 
 SETTINGS = Settings(region="test", prober_id="prober-test")

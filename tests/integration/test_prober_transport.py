@@ -13,10 +13,10 @@ import pytest
 
 from deploy.local.embedded import free_port
 from services.prober.catalog import Service, parse_catalog
-from services.prober.probe import run_check
 from services.prober.service import make_client
 from shared.events import CheckCompleted
 from shared.settings import Settings
+from tests.factories import run_check
 from tests.targets import FlakyTarget, Reply, Target, always
 
 SETTINGS = Settings(region="test", prober_id="prober-test")

@@ -17,8 +17,8 @@ from services.prober.conditions import (
     decode_json,
     parse_condition,
 )
-from services.prober.probe import run_check
 from shared.settings import Settings
+from tests.factories import run_check
 
 SETTINGS = Settings(region="test", prober_id="p-1")
 BODY = {

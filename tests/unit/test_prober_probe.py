@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from services.prober.catalog import Service, parse_catalog
-from services.prober.probe import check_status, classify, run_check
+from services.prober.probe import check_status, classify
 from services.prober.transport import CookielessClient, LazyHeadersResponse
 from shared.settings import Settings
-from tests.factories import make_endpoint_result
+from tests.factories import make_endpoint_result, run_check
 
 SETTINGS = Settings(region="eu-test", prober_id="p-1")
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
