@@ -3,15 +3,20 @@
 Each replica writes its key `<region>.<proberId>` in the KV bucket `watch_prober_members`
 every `PROBER_HEARTBEAT_SECONDS`; the bucket's TTL (`PROBER_MEMBER_TTL_SECONDS`) deletes the
 key of a replica that stopped writing. Every replica lists the live keys of its region at
-each heartbeat and owns the services whose rendezvous hash (highest `hash(member, service)`)
+each heartbeat (one STREAM.INFO request with a subject filter: the server's own snapshot of
+the bucket, not `kv.keys()`, whose per-call consumer missed a key being rewritten about once
+in 200 calls) and owns the services whose rendezvous hash (highest `hash(member, service)`)
 picks it, so all replicas agree without talking to each other, and a member leaving moves
 only its own share. Together with wall-clock phases (`schedule.wall_phase`) the new owner
 checks a service at the same instants as the old one.
 
+A replica that joins a running group takes its share two heartbeats after its first, when
+the others have seen it and released that share, so a rolling deploy checks nothing twice.
 A replica that dies is dropped after at most TTL + one heartbeat; one that stops cleanly
-deletes its key, so its share moves within one heartbeat. While NATS is unreachable a
-replica keeps the last membership it saw (its results are buffered anyway); before it has
-seen any, it checks everything: monitoring never waits for the cluster.
+purges its key (no delete marker left behind), so its share moves within one heartbeat.
+While NATS is unreachable a replica keeps the last membership it saw (its results are
+buffered anyway); before it has seen any, it checks everything: monitoring never waits for
+the cluster.
 
 Why leases and not a JetStream work queue: a work queue would need a producer of "check X
 now" messages (a single scheduler, itself needing leader election) and one message per check
@@ -27,7 +32,7 @@ import re
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +42,8 @@ from shared.logs import get_log
 log = get_log(__name__)
 
 BUCKET = "watch_prober_members"
+STREAM = f"KV_{BUCKET}"  # the stream behind the bucket, and its subjects
+SUBJECT_PREFIX = f"$KV.{BUCKET}."
 _KEY_UNSAFE = re.compile(r"[^-_=a-zA-Z0-9]")
 
 
@@ -81,18 +88,23 @@ class Membership:
         self._settings = settings
         self._on_change = on_change
         self._kv: KeyValue | None = None
+        self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
+        self._hold: asyncio.TimerHandle | None = None
         self.members: tuple[str, ...] = ()
 
     def owns(self, service_id: str) -> bool:
         """True when this replica checks the service (always, before any membership is seen)."""
         if len(self.members) <= 1:
             return True
+        if self._hold is not None:  # just joined: the others still check our share
+            return False
         return owner(service_id, self.members) == self.key
 
     async def join(self, *, js: JetStreamContext) -> None:
         """Write the lease, read the members once, then keep both fresh in the background."""
         ttl = self._settings.member_ttl_seconds
+        self._js = js
         try:
             self._kv = await js.key_value(BUCKET)
         except BucketNotFoundError:
@@ -104,16 +116,20 @@ class Membership:
             self._task = asyncio.create_task(self._run(), name="prober-heartbeat")
 
     async def leave(self) -> None:
-        """Stop the heartbeat and delete the lease, so the others take over at once."""
+        """Stop the heartbeat and remove the lease, so the others take over at once."""
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self._task is not None:
             self._task.cancel()
             # Bounded: a KV call stuck in the cancelled heartbeat must not hold up shutdown
             # (seen once: SIGTERM hung here until the supervisor's SIGKILL).
             await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
-        if self._kv is not None:
+        if self._js is not None:
             try:
-                await asyncio.wait_for(self._kv.delete(self.key), 2.0)
+                purge = self._js.purge_stream(STREAM, subject=SUBJECT_PREFIX + self.key)
+                await asyncio.wait_for(purge, 2.0)
             except Exception as exc:  # NATS down: the TTL removes the lease instead
                 log.warning("lease not deleted", error=type(exc).__name__)
 
@@ -138,16 +154,23 @@ class Membership:
                 failing = True
 
     async def _beat(self) -> None:
-        assert self._kv is not None
+        assert self._kv is not None and self._js is not None
         await self._kv.put(self.key, b"1")
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            keys = []
-        live = tuple(sorted({k for k in keys if k.startswith(self._prefix)} | {self.key}))
+        info = await self._js.stream_info(
+            STREAM, subjects_filter=SUBJECT_PREFIX + self._prefix + ">"
+        )
+        keys = {subject.removeprefix(SUBJECT_PREFIX) for subject in info.state.subjects or {}}
+        live = tuple(sorted(keys | {self.key}))
         if live != self.members:
             before = self.members
             self.members = live
+            if not before and len(live) > 1:
+                # Joining a running group: the others see us at their next heartbeat and only
+                # then drop our share. Taking it before that would check it twice, so wait
+                # two heartbeats (ours and theirs are the same setting).
+                self._hold = asyncio.get_running_loop().call_later(
+                    2 * self._settings.heartbeat_seconds, self._take_share
+                )
             log.info(
                 "replicas changed",
                 members=len(live),
@@ -155,3 +178,8 @@ class Membership:
                 left=",".join(sorted(set(before) - set(live))) or "-",
             )
             self._on_change()
+
+    def _take_share(self) -> None:
+        self._hold = None
+        log.info("taking our share", members=len(self.members))
+        self._on_change()
