@@ -169,14 +169,19 @@ _MOVE_CHECKS = (
     f"INSERT INTO check_results ({', '.join(CHECK_COLUMNS)}) "
     f"SELECT {', '.join(CHECK_COLUMNS)} FROM recorder_checks ON CONFLICT DO NOTHING"
 )
-# Each prober's newest stored check, for /api/status. SKIP LOCKED: a row another replica is
-# updating in its own batch is left to it (never a wait, never a deadlock); only a newer
-# time is written.
+# Each prober's newest stored check, for /api/status: only a newer time is written. Run
+# after the batch's commit, in its own statement, so a prober's row (which every concurrent
+# batch touches) is locked for one statement, not a whole COPY; rows are locked in id order,
+# so two batches never deadlock, and one waits for the other instead of skipping its row
+# (skipping lost a newer time when the other batch held an older one).
 _LAST_CHECK = """
+WITH locked AS MATERIALIZED (
+    SELECT id FROM raw_sources WHERE id = ANY($1::integer[]) ORDER BY id FOR UPDATE
+)
 UPDATE raw_sources AS s SET last_check_at = v.t
-FROM unnest($1::integer[], $2::timestamptz[]) AS v(id, t)
-WHERE s.id = v.id AND (s.last_check_at IS NULL OR s.last_check_at < v.t)
-  AND s.id IN (SELECT id FROM raw_sources WHERE id = ANY($1::integer[]) FOR UPDATE SKIP LOCKED)
+FROM unnest($1::integer[], $2::timestamptz[]) AS v(id, t), locked
+WHERE s.id = v.id AND locked.id = v.id
+  AND (s.last_check_at IS NULL OR s.last_check_at < v.t)
 """
 _MOVE_ENDPOINTS = (
     f"INSERT INTO endpoint_results ({', '.join(ENDPOINT_COLUMNS)}) "
@@ -365,7 +370,9 @@ class PgRawStore:
             if calls:
                 await _copy(conn, "recorder_endpoints", calls, ENDPOINT_COLUMNS)
                 await conn.execute(_MOVE_ENDPOINTS)
-            await conn.execute(_LAST_CHECK, *_last_checks(checks, self._refs))
+        # Committed: a failure from here on redelivers the batch, whose rows are then
+        # duplicates (skipped) and whose times are written again.
+        await conn.execute(_LAST_CHECK, *_last_checks(checks, self._refs))
         return StoreResult(stored=stored, duplicates=len(checks) - stored)
 
 

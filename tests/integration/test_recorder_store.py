@@ -15,7 +15,10 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy
 
+from services.recorder.partitions import PartitionKeeper
 from services.recorder.service import Recorder
+from services.recorder.storage import PgRawStore
+from shared.db import create_pool
 from shared.events import (
     CHECKS_STREAM,
     DLQ_CONSUMER_HEADER,
@@ -202,6 +205,38 @@ async def test_each_probers_newest_stored_check_is_kept(
     await eventually(lambda: count(db, "watch_server_logs"), until=lambda n: n == 5, what="late")
     rows = await db.fetch("SELECT region, prober_id, last_check_at FROM raw_sources")
     assert {(r["region"], r["prober_id"]): r["last_check_at"] for r in rows} == newest
+
+
+async def test_a_newer_check_waits_for_a_batch_holding_its_probers_row_and_wins(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Two batches of one prober at once: the one with the newer time is written last, whatever
+    order they commit in (it once skipped the locked row and lost its newer time)."""
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        store = PgRawStore(pool=pool, partitions=PartitionKeeper(retention_days=30))
+        await store.store(checks=[make_check_completed(prober_id="p-1", started_at=base)])
+        other = await asyncpg.connect(settings.database_url)
+        try:
+            async with other.transaction():  # another batch, still open, with an older time
+                await other.execute(
+                    "UPDATE raw_sources SET last_check_at = $1 WHERE prober_id = 'p-1'",
+                    base + timedelta(seconds=20),
+                )
+                newer = make_check_completed(
+                    prober_id="p-1", started_at=base + timedelta(seconds=40)
+                )
+                storing = asyncio.create_task(store.store(checks=[newer]))
+                await asyncio.sleep(0.5)
+                assert not storing.done()  # it waits for the row instead of skipping it
+            assert (await storing).stored == 1
+        finally:
+            await other.close()
+    finally:
+        await pool.close()
+    last = await db.fetchval("SELECT last_check_at FROM raw_sources WHERE prober_id = 'p-1'")
+    assert last == base + timedelta(seconds=40)
 
 
 async def dlq_messages(js: JetStreamContext) -> list[tuple[bytes, dict[str, str]]]:
