@@ -95,6 +95,13 @@ async def test_status_needs_half_of_the_regions_down(
         await eventually(lambda: _count(events.status), until=lambda n: n >= 1, what="first")
         assert (events.status[0]["from"], events.status[0]["to"]) == (None, "up")
 
+        # All three regions vote before one is cut off (the probers start one by one; with
+        # eu and one other voting, eu alone is already half).
+        async def regions_checking() -> set[str]:
+            return {c["region"] for c in events.checks}
+
+        await eventually(regions_checking, until=lambda r: r == set(REGIONS), what="regions")
+
         # eu alone is cut off: its checks are down, the service's status stays up.
         target.failing = {"eu"}
         mark = len(events.checks)
