@@ -10,8 +10,9 @@ picks it, so all replicas agree without talking to each other, and a member leav
 only its own share. Together with wall-clock phases (`schedule.wall_phase`) the new owner
 checks a service at the same instants as the old one.
 
-A replica that joins a running group takes its share two heartbeats after its first, when
-the others have seen it and released that share, so a rolling deploy checks nothing twice.
+A replica that joins a running group takes its share at an instant all replicas agree on
+(its join time, written in its lease, plus two heartbeats; see `Membership`), so a rolling
+deploy checks nothing twice and skips nothing.
 A replica that dies is dropped after at most TTL + one heartbeat; one that stops cleanly
 purges its key (no delete marker left behind), so its share moves within one heartbeat.
 While NATS is unreachable a replica keeps the last membership it saw (its results are
@@ -29,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,7 +75,15 @@ def member_key(region: str, prober_id: str) -> str:
 
 
 class Membership:
-    """This replica's lease and the live replicas of its region."""
+    """This replica's lease and the live replicas of its region.
+
+    A replica's lease holds the wall-clock time it joined. A member counts for ownership from
+    `joined + 2 heartbeats` on, and every replica computes that instant from the same value, so
+    the joiner takes its share and the old owners let it go at the same moment: no turn is
+    checked twice or skipped (up to clock skew between the hosts). Two heartbeats leave time
+    for every replica to have seen the newcomer first. When no member has reached its instant
+    yet (a group forming from nothing) they all count at once.
+    """
 
     def __init__(
         self,
@@ -90,16 +100,19 @@ class Membership:
         self._kv: KeyValue | None = None
         self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
-        self._hold: asyncio.TimerHandle | None = None
-        self.members: tuple[str, ...] = ()
+        self._leaving = False
+        self._joined = time.time()  # the lease's value, the same for the process's life
+        self._counts_from: dict[str, float] = {}  # member -> wall time it owns its share
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self.members: tuple[str, ...] = ()  # every live lease of the region
+        self.owners: tuple[str, ...] = ()  # the members that own their share now
+        self.changed_at = self._joined  # wall time the owners last changed (see _settle)
 
     def owns(self, service_id: str) -> bool:
         """True when this replica checks the service (always, before any membership is seen)."""
-        if len(self.members) <= 1:
+        if not self.owners:
             return True
-        if self._hold is not None:  # just joined: the others still check our share
-            return False
-        return owner(service_id, self.members) == self.key
+        return owner(service_id, self.owners) == self.key
 
     async def join(self, *, js: JetStreamContext) -> None:
         """Write the lease, read the members once, then keep both fresh in the background."""
@@ -117,9 +130,13 @@ class Membership:
 
     async def leave(self) -> None:
         """Stop the heartbeat and remove the lease, so the others take over at once."""
-        if self._hold is not None:
-            self._hold.cancel()
-            self._hold = None
+        # A flag as well as cancel(): Python 3.11's wait_for (inside nats-py's requests) can
+        # swallow a cancellation that meets a reply, and the heartbeat would then write the
+        # lease again after we removed it (seen in a loop of joins and leaves).
+        self._leaving = True
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         if self._task is not None:
             self._task.cancel()
             # Bounded: a KV call stuck in the cancelled heartbeat must not hold up shutdown
@@ -135,8 +152,10 @@ class Membership:
 
     async def _run(self) -> None:
         failing = False
-        while True:
+        while not self._leaving:
             await asyncio.sleep(self._settings.heartbeat_seconds)
+            if self._leaving:
+                return
             try:
                 # A beat that outlives its lease is worthless; never let one hang the loop.
                 async with asyncio.timeout(max(2.0, self._settings.member_ttl_seconds)):
@@ -155,31 +174,69 @@ class Membership:
 
     async def _beat(self) -> None:
         assert self._kv is not None and self._js is not None
-        await self._kv.put(self.key, b"1")
+        if self._leaving:
+            return
+        await self._kv.put(self.key, repr(self._joined).encode())
         info = await self._js.stream_info(
             STREAM, subjects_filter=SUBJECT_PREFIX + self._prefix + ">"
         )
         keys = {subject.removeprefix(SUBJECT_PREFIX) for subject in info.state.subjects or {}}
-        live = tuple(sorted(keys | {self.key}))
+        keys.add(self.key)
+        delay = 2 * self._settings.heartbeat_seconds
+        for key in sorted(keys - self._counts_from.keys()):
+            joined = self._joined if key == self.key else await self._joined_at(key)
+            if joined is None:  # gone between the listing and the read
+                keys.discard(key)
+            else:
+                self._counts_from[key] = joined + delay
+        for key in self._counts_from.keys() - keys:
+            del self._counts_from[key]
+        live = tuple(sorted(keys))
         if live != self.members:
             before = self.members
             self.members = live
-            if not before and len(live) > 1:
-                # Joining a running group: the others see us at their next heartbeat and only
-                # then drop our share. Taking it before that would check it twice, so wait
-                # two heartbeats (ours and theirs are the same setting).
-                self._hold = asyncio.get_running_loop().call_later(
-                    2 * self._settings.heartbeat_seconds, self._take_share
-                )
             log.info(
                 "replicas changed",
                 members=len(live),
                 joined=",".join(sorted(set(live) - set(before))) or "-",
                 left=",".join(sorted(set(before) - set(live))) or "-",
             )
-            self._on_change()
+        self._settle()
 
-    def _take_share(self) -> None:
-        self._hold = None
-        log.info("taking our share", members=len(self.members))
-        self._on_change()
+    async def _joined_at(self, key: str) -> float | None:
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        try:
+            return float((entry.value or b"").decode())
+        except ValueError:  # not a time (an older prober's lease): it counts already
+            return 0.0
+
+    def _settle(self) -> None:
+        """Recompute the owners now; wake up again when the next member's instant comes."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        if self._leaving:
+            return
+        now = time.time()
+        counting = tuple(m for m in self.members if self._counts_from.get(m, 0.0) <= now)
+        owners = counting or self.members
+        if owners != self.owners:
+            # The instant the change counts from: a newcomer's agreed instant when reaching it
+            # is what moved the owners (this timer fires a little after it), else now.
+            reached = [
+                self._counts_from[m]
+                for m in counting
+                if m not in self.owners and self._counts_from[m] > now - 1.0
+            ]
+            self.changed_at = max(reached, default=now)
+            self.owners = owners
+            log.info("share changed hands", owners=len(owners), members=len(self.members))
+            self._on_change()
+        upcoming = [t for m, t in self._counts_from.items() if t > now and m in self.members]
+        if upcoming:
+            loop = asyncio.get_running_loop()
+            self._settle_timer = loop.call_later(min(upcoming) - now, self._settle)

@@ -119,6 +119,7 @@ class Scheduler:
         self._phase = phase
         self._timers: dict[str, Timer] = {}
         self._due: dict[str, float] = {}
+        self._retiring: set[str] = set()  # removed, with one turn still to run (see update)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.skipped = 0
@@ -131,7 +132,7 @@ class Scheduler:
     @property
     def scheduled(self) -> int:
         """Services this scheduler runs."""
-        return len(self._timers)
+        return len(self._timers) - len(self._retiring)
 
     def start(self) -> None:
         """Set every service's first turn."""
@@ -140,22 +141,38 @@ class Scheduler:
         for service in self._services.values():
             self._begin(service, self._first_due(service))
 
-    def update(self, services: Iterable[Service]) -> tuple[list[str], list[str], list[str]]:
+    def update(
+        self, services: Iterable[Service], *, since: float | None = None
+    ) -> tuple[list[str], list[str], list[str]]:
         """Schedule exactly `services` from now on: (added, removed, changed) service ids.
 
         A removed or changed service's running check is left to finish; a changed service
-        keeps its next turn when its interval did not change.
+        keeps its next turn when its interval did not change. With `since` (a wall-clock
+        time in epoch seconds, usually just past) the change counts from that instant, not
+        from when this call runs: an added service's first turn is its first due time at or after
+        `since`, and a removed service still takes a turn that was due before it. Replicas
+        handing a service over at an agreed instant thus neither both run a turn nor both
+        skip it, however late each one's call comes.
         """
+        if since is not None and self._clock is not None:  # to an instant of our clock
+            now = self._clock.now()
+            since = now + (since - self._clock.wall(now).timestamp())
         wanted = {s.id: s for s in services}
         added = [i for i in wanted if i not in self._services]
         removed = [i for i in self._services if i not in wanted]
         changed = [i for i in wanted if i in self._services and wanted[i] != self._services[i]]
-        for service_id in removed + changed:
+        for service_id in removed:
+            if since is not None and self._due.get(service_id, math.inf) < since:
+                self._retiring.add(service_id)  # its pending turn was ours: run it, then stop
+                continue
             timer = self._timers.pop(service_id, None)
             if timer is not None:
                 timer.cancel()
-        for service_id in removed:
             self._due.pop(service_id, None)
+        for service_id in changed:
+            timer = self._timers.pop(service_id, None)
+            if timer is not None:
+                timer.cancel()
         old = self._services
         self._services = wanted
         if self._clock is None:  # not started yet
@@ -165,7 +182,10 @@ class Scheduler:
             same_rhythm = old[service_id].interval_seconds == service.interval_seconds
             self._begin(service, due if same_rhythm and due is not None else None)
         for service_id in added:
-            self._begin(wanted[service_id], None)
+            if service_id in self._retiring:  # back before its last turn: keep the rhythm
+                self._retiring.discard(service_id)
+                continue
+            self._begin(wanted[service_id], self._first_due(wanted[service_id], since))
         return added, removed, changed
 
     async def stop(self, *, grace: float) -> None:
@@ -180,9 +200,9 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def _first_due(self, service: Service) -> float:
+    def _first_due(self, service: Service, since: float | None = None) -> float:
         assert self._clock is not None
-        now = self._clock.now()
+        now = self._clock.now() if since is None else since
         interval = service.interval_seconds
         if self._phase is None:
             return now + self._rng.uniform(0, interval)
@@ -198,21 +218,29 @@ class Scheduler:
 
     def _turn(self, service: Service, due: float) -> None:
         """A service's turn came: start its check, set the timer for its next turn."""
-        assert self._clock is not None
-        interval = service.interval_seconds
         try:
             self._fire(service, due)
         finally:
-            due += interval
-            behind = self._clock.now() - due
-            if behind >= interval:
-                # The loop stalled (or the host slept) for whole periods: skip those turns
-                # instead of firing a burst of checks that would only overlap.
-                missed = math.floor(behind / interval)
-                due += missed * interval
-                self._skip(service, missed, reason="fell behind")
-            self._due[service.id] = due
-            self._timers[service.id] = self._clock.call_at(due, self._turn, service, due)
+            if self._retiring and service.id in self._retiring:
+                self._retiring.discard(service.id)  # its last turn with us (see update)
+                self._timers.pop(service.id, None)
+                self._due.pop(service.id, None)
+            else:
+                self._next(service, due)
+
+    def _next(self, service: Service, due: float) -> None:
+        assert self._clock is not None
+        interval = service.interval_seconds
+        due += interval
+        behind = self._clock.now() - due
+        if behind >= interval:
+            # The loop stalled (or the host slept) for whole periods: skip those turns
+            # instead of firing a burst of checks that would only overlap.
+            missed = math.floor(behind / interval)
+            due += missed * interval
+            self._skip(service, missed, reason="fell behind")
+        self._due[service.id] = due
+        self._timers[service.id] = self._clock.call_at(due, self._turn, service, due)
 
     def _fire(self, service: Service, due: float) -> None:
         if service.id in self._running:

@@ -128,7 +128,7 @@ class Prober:
                 region=settings.region,
                 prober_id=settings.prober_id,
                 settings=cluster,
-                on_change=self._reschedule,
+                on_change=self._share_moved,
             )
             if cluster is not None and cluster.sharding
             else None
@@ -302,10 +302,14 @@ class Prober:
             return list(self.catalog.services)
         return [s for s in self.catalog.services if self.membership.owns(s.id)]
 
-    def _reschedule(self) -> None:
+    def _share_moved(self) -> None:
+        assert self.membership is not None
+        self._reschedule(since=self.membership.changed_at)  # the instant all replicas agree on
+
+    def _reschedule(self, *, since: float | None = None) -> None:
         if self._scheduler is None or self._stopping:
             return
-        added, removed, _ = self._scheduler.update(self._owned())
+        added, removed, _ = self._scheduler.update(self._owned(), since=since)
         if self.membership is not None and (added or removed):
             log.info(
                 "share changed",

@@ -1,5 +1,6 @@
 """Prober replicas as processes against real NATS: the catalog is split, each check runs once
-per interval, a killed replica's share is taken over, and SIGHUP reloads the catalog."""
+per interval, across a replica joining too, a killed replica's share is taken over, and
+SIGHUP reloads the catalog."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def spacing(hits: list[float], start: float, end: float) -> list[float]:
 
 
 @pytest.mark.timeout(90)
-async def test_two_replicas_split_the_catalog_and_take_over_a_killed_ones_share(
+async def test_replicas_split_the_catalog_hand_over_to_a_newcomer_and_take_over_a_killed_ones_share(
     target: CountingTarget,
     probers: Callable[[int], list[ServiceProcess]],
     nats_url: str,
@@ -182,6 +183,26 @@ async def test_two_replicas_split_the_catalog_and_take_over_a_killed_ones_share(
     finally:
         await nc.close()
     assert len(target.hits["s00"]) - before in (1, 2)  # the manual call, plus maybe its turn
+
+    # A third replica joins (scale-up, rolling deploy): its share changes hands at the
+    # instant all three agree on, so no turn is run twice or skipped across the join.
+    joining = time.time()
+    probers(1)
+
+    def all_see_three() -> bool:
+        return len([line for line in lines(probers) if "replicas changed members=3" in line]) >= 3
+
+    await eventually(lambda: _value(all_see_three()), timeout=30, what="three replicas")
+    await asyncio.sleep(4 * INTERVAL)
+    joined_end = time.time()
+    for service_id in ids:
+        if service_id == "s00":
+            continue  # its manual check above is an extra request by design
+        gaps = spacing(target.hits[service_id], joining, joined_end)
+        assert len(gaps) >= 3, (service_id, target.hits[service_id])
+        assert all(0.75 * INTERVAL < g < 1.25 * INTERVAL for g in gaps), (service_id, gaps)
+    owners = await _checks_by_prober(nats_url, since=joined_end - 2 * INTERVAL, until=joined_end)
+    assert len(owners) == 3, owners  # the newcomer really took a share
 
     # SIGKILL one replica: within two intervals every service is checked again.
     killed_at = time.time()

@@ -4,6 +4,7 @@ dropped within a heartbeat, a dead one within its lease TTL."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import nats
@@ -87,34 +88,40 @@ async def test_a_leaving_replica_is_dropped_at_once_a_dead_one_after_its_ttl(
             await m.leave()
 
 
-async def test_a_joining_replica_takes_its_share_only_after_the_others_released_it(
+async def test_a_joining_replica_and_the_old_owner_hand_its_share_over_at_one_instant(
     ncs: list[Client],
 ) -> None:
-    loop = asyncio.get_running_loop()
+    """B joins A: A goes on checking B's share until B's join time + 2 heartbeats, and B
+    starts at that very instant, so no turn is checked twice or skipped."""
     changed: dict[str, list[float]] = {"a": [], "b": []}
 
     def watched(name: str) -> Membership:
         settings = ClusterSettings(heartbeat_seconds=0.2, member_ttl_seconds=5)
-        on_change = lambda: changed[name].append(loop.time())  # noqa: E731
+        on_change = lambda: changed[name].append(time.time())  # noqa: E731
         return Membership(region="eu", prober_id=name, settings=settings, on_change=on_change)
 
-    a, b = watched("a"), watched("b")
+    a = watched("a")
+    await a.join(js=ncs[0].jetstream())
+    await asyncio.sleep(0.5)  # a is past its own instant: a running group of one
+    b = watched("b")
     service = next(
         s for s in (f"svc-{i}" for i in range(100)) if owner(s, ("eu.a", "eu.b")) == "eu.b"
     )
-    await a.join(js=ncs[0].jetstream())
-    assert a.owns(service)  # alone
+    assert a.owns(service)
     try:
         await b.join(js=ncs[1].jetstream())
-        joined = loop.time()
-        assert b.members == ("eu.a", "eu.b") and not b.owns(service)
+        assert b.members == ("eu.a", "eu.b") and b.owners == ("eu.a",)
+        assert not b.owns(service)
         await eventually(lambda: _is(b.owns(service)), timeout=5, what="b takes its share")
-        taken = loop.time()
-        assert a.members == ("eu.a", "eu.b") and not a.owns(service)
-        released = changed["a"][-1]
-        assert joined < released <= taken, (joined, released, taken)
-        assert changed["b"][-1] <= taken  # the scheduler was told
-        assert 0.3 < taken - joined < 2.0
+        assert a.owners == b.owners == ("eu.a", "eu.b") and not a.owns(service)
+        handover = b._joined + 0.4
+        released, taken = changed["a"][-1], changed["b"][-1]
+        assert abs(released - handover) < 0.1 and abs(taken - handover) < 0.1, (
+            handover,
+            released,
+            taken,
+        )
+        assert len(changed["a"]) == 2 and len(changed["b"]) == 2  # alone/none, then both
     finally:
         await a.leave()
         await b.leave()

@@ -269,6 +269,59 @@ async def test_wall_phase_makes_replicas_agree_on_due_times() -> None:
     assert 0 <= phase < 10.0 and wall_phase(service) == phase
 
 
+async def test_a_hand_over_at_an_agreed_instant_runs_every_turn_once() -> None:
+    """Half the services move from `old` to `new` at instant T. Each learns of it a little
+    off (old while a turn due just before T is still pending, new after turns due since T):
+    every turn before T is old's, every turn from T on is new's, none twice, none missed."""
+    runs: dict[str, list[tuple[str, float]]] = {"old": [], "new": []}
+
+    def recorder(name: str) -> Callable[[Service, datetime, float], Awaitable[None]]:
+        async def run_check(service: Service, due: datetime, _: float) -> None:
+            runs[name].append((service.id, round(due.timestamp(), 6)))
+
+        return run_check
+
+    clock = FakeClock()
+    services = [svc(f"s{i:03d}", 1.0) for i in range(200)]
+    moved, kept = services[1::2], services[0::2]
+    old, new = (
+        Scheduler(
+            start_with,
+            run_check=recorder(name),
+            semaphore=asyncio.Semaphore(500),
+            clock=clock,
+            phase=wall_phase,
+        )
+        for name, start_with in (("old", services), ("new", []))
+    )
+    old.start()
+    new.start()
+    await clock.advance(3.0, step=0.01)
+    handover = clock.t + 0.5
+    await clock.advance(0.496, step=0.01)  # old hears of it 4 ms early...
+    assert any(handover - 0.004 < old._due[s.id] < handover for s in moved)  # a turn pending
+    old.update(kept, since=handover)
+    await clock.advance(0.034, step=0.01)  # ...new 30 ms late, after some of its turns
+    assert any(handover <= handover + (wall_phase(s) - handover) % 1.0 < clock.t for s in moved)
+    new.update(moved, since=handover)
+    await clock.advance(3.0, step=0.01)
+    await old.stop(grace=0)
+    await new.stop(grace=0)
+
+    by_service: dict[str, list[tuple[float, str]]] = {}
+    for name, done in runs.items():
+        for service_id, due in done:
+            by_service.setdefault(service_id, []).append((due, name))
+    for s in services:
+        turns = sorted(by_service[s.id])
+        dues = [due for due, _ in turns]
+        assert all(b - a == pytest.approx(1.0) for a, b in itertools.pairwise(dues)), (s.id, turns)
+        assert dues[0] < EPOCH + 1.0 and dues[-1] > handover + 2.0
+        owners = {name for due, name in turns if due >= handover}
+        assert owners == ({"new"} if s in moved else {"old"}), (s.id, turns)
+    assert old.scheduled == new.scheduled == 0
+
+
 async def test_the_loop_clock_starts_turns_on_its_tick_grid_never_early() -> None:
     clock = LoopClock(tick=0.01)
     now = clock.now()
