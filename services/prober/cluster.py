@@ -101,6 +101,7 @@ class Membership:
         self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
         self._leaving = False
+        self._in_beat = False
         self._joined = time.time()  # the lease's value, the same for the process's life
         self._counts_from: dict[str, float] = {}  # member -> wall time it owns its share
         self._settle_timer: asyncio.TimerHandle | None = None
@@ -130,17 +131,19 @@ class Membership:
 
     async def leave(self) -> None:
         """Stop the heartbeat and remove the lease, so the others take over at once."""
-        # A flag as well as cancel(): Python 3.11's wait_for (inside nats-py's requests) can
-        # swallow a cancellation that meets a reply, and the heartbeat would then write the
-        # lease again after we removed it (seen in a loop of joins and leaves).
         self._leaving = True
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
         if self._task is not None:
-            self._task.cancel()
-            # Bounded: a KV call stuck in the cancelled heartbeat must not hold up shutdown
-            # (seen once: SIGTERM hung here until the supervisor's SIGKILL).
+            # Asleep, the heartbeat is cancelled. In a beat, it is let finish: a put cancelled
+            # in flight can still be stored after the purge below (JetStream stores and purges
+            # on separate paths) and bring the lease back until its TTL; and Python 3.11's
+            # wait_for inside nats-py can swallow a cancel that meets a reply. The flag ends
+            # the loop after the beat. Bounded: a beat stuck on a dead connection must not
+            # hold up shutdown (seen once: SIGTERM hung here until the supervisor's SIGKILL).
+            if not self._in_beat:
+                self._task.cancel()
             await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
         if self._js is not None:
@@ -156,6 +159,7 @@ class Membership:
             await asyncio.sleep(self._settings.heartbeat_seconds)
             if self._leaving:
                 return
+            self._in_beat = True
             try:
                 # A beat that outlives its lease is worthless; never let one hang the loop.
                 async with asyncio.timeout(max(2.0, self._settings.member_ttl_seconds)):
@@ -171,6 +175,8 @@ class Membership:
                         error=f"{type(exc).__name__}: {exc}".strip(": "),
                     )
                 failing = True
+            finally:
+                self._in_beat = False
 
     async def _beat(self) -> None:
         assert self._kv is not None and self._js is not None

@@ -1,4 +1,5 @@
-"""Membership edge cases that real NATS only shows by chance: a swallowed cancellation."""
+"""Leaving while a heartbeat is in flight, which real NATS only shows by chance: the purge
+must come after the last write of the lease, or the lease comes back until its TTL."""
 
 from __future__ import annotations
 
@@ -9,26 +10,23 @@ from types import SimpleNamespace
 from services.prober.cluster import SUBJECT_PREFIX, ClusterSettings, Membership
 
 
-class StickyKV:
-    """A KV whose put, once asked to, swallows the cancellation that meets its reply (as
-    Python 3.11's asyncio.wait_for inside nats-py's requests can)."""
+class SlowKV:
+    """A KV whose puts take a while once asked to; records when each started and ended."""
 
     def __init__(self) -> None:
-        self.puts: list[float] = []
-        self.sticky = False
+        self.puts: list[tuple[float, float]] = []
+        self.slow = False
         self.beating = asyncio.Event()  # a few puts went through
-        self.stuck = asyncio.Event()  # a sticky put is waiting
+        self.in_put = asyncio.Event()  # a slow put is under way
 
     async def put(self, key: str, value: bytes) -> int:
-        self.puts.append(time.monotonic())
+        started = time.monotonic()
+        if self.slow:
+            self.in_put.set()
+            await asyncio.sleep(0.3)
+        self.puts.append((started, time.monotonic()))
         if len(self.puts) >= 3:
             self.beating.set()
-        if self.sticky:
-            self.stuck.set()
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                return len(self.puts)  # the reply won: the caller never sees the cancel
         return len(self.puts)
 
 
@@ -45,19 +43,32 @@ class FakeJS:
         return True
 
 
-async def test_leave_ends_the_heartbeat_even_when_a_request_swallows_the_cancel() -> None:
+async def test_leave_purges_the_lease_after_the_beat_in_flight_and_writes_it_no_more() -> None:
     settings = ClusterSettings(heartbeat_seconds=0.01, member_ttl_seconds=5)
     member = Membership(region="eu", prober_id="a", settings=settings, on_change=lambda: None)
-    kv, js = StickyKV(), FakeJS(member.key)
+    kv, js = SlowKV(), FakeJS(member.key)
     member._kv, member._js = kv, js  # type: ignore[assignment]
     member._task = asyncio.create_task(member._run())
     await asyncio.wait_for(kv.beating.wait(), 5)
-    kv.sticky = True
-    await asyncio.wait_for(kv.stuck.wait(), 5)  # the heartbeat is now inside a sticky put
+    kv.slow = True
+    await asyncio.wait_for(kv.in_put.wait(), 5)  # the heartbeat is now inside a put
 
     started = time.monotonic()
     await member.leave()
-    assert time.monotonic() - started < 1.0  # not the 2 s bound on a stuck task
+    assert time.monotonic() - started < 1.0  # the beat finished; not the 2 s bound
     assert member._task is None and js.purged_at is not None
     await asyncio.sleep(0.1)
-    assert all(t <= js.purged_at for t in kv.puts)  # the lease is never written again
+    assert all(end <= js.purged_at for _, end in kv.puts)  # the purge came last
+    assert len(kv.puts) >= 4  # ...after the put that was in flight
+
+
+async def test_leave_while_asleep_cancels_the_heartbeat_at_once() -> None:
+    settings = ClusterSettings(heartbeat_seconds=30, member_ttl_seconds=60)
+    member = Membership(region="eu", prober_id="a", settings=settings, on_change=lambda: None)
+    kv, js = SlowKV(), FakeJS(member.key)
+    member._kv, member._js = kv, js  # type: ignore[assignment]
+    member._task = asyncio.create_task(member._run())
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await member.leave()
+    assert time.monotonic() - started < 0.5 and js.purged_at is not None and not kv.puts
