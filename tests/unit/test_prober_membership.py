@@ -43,12 +43,18 @@ class FakeJS:
         return True
 
 
-async def test_leave_purges_the_lease_after_the_beat_in_flight_and_writes_it_no_more() -> None:
-    settings = ClusterSettings(heartbeat_seconds=0.01, member_ttl_seconds=5)
+def beating(*, heartbeat: float, ttl: float) -> tuple[Membership, SlowKV, FakeJS]:
+    """A member whose heartbeat runs against the fakes (no NATS)."""
+    settings = ClusterSettings(heartbeat_seconds=heartbeat, member_ttl_seconds=ttl)
     member = Membership(region="eu", prober_id="a", settings=settings, on_change=lambda: None)
     kv, js = SlowKV(), FakeJS(member.key)
     member._kv, member._js = kv, js  # type: ignore[assignment]
     member._task = asyncio.create_task(member._run())
+    return member, kv, js
+
+
+async def test_leave_purges_the_lease_after_the_beat_in_flight_and_writes_it_no_more() -> None:
+    member, kv, js = beating(heartbeat=0.01, ttl=5)
     await asyncio.wait_for(kv.beating.wait(), 5)
     kv.slow = True
     await asyncio.wait_for(kv.in_put.wait(), 5)  # the heartbeat is now inside a put
@@ -63,11 +69,7 @@ async def test_leave_purges_the_lease_after_the_beat_in_flight_and_writes_it_no_
 
 
 async def test_leave_while_asleep_cancels_the_heartbeat_at_once() -> None:
-    settings = ClusterSettings(heartbeat_seconds=30, member_ttl_seconds=60)
-    member = Membership(region="eu", prober_id="a", settings=settings, on_change=lambda: None)
-    kv, js = SlowKV(), FakeJS(member.key)
-    member._kv, member._js = kv, js  # type: ignore[assignment]
-    member._task = asyncio.create_task(member._run())
+    member, kv, js = beating(heartbeat=30, ttl=60)
     await asyncio.sleep(0.05)
     started = time.monotonic()
     await member.leave()
