@@ -103,7 +103,7 @@ class Membership:
         self._leaving = False
         self._in_beat = False
         self._joined = time.time()  # the lease's value, the same for the process's life
-        self._counts_from: dict[str, float] = {}  # member -> wall time it owns its share
+        self._counts_from: dict[str, float] = {}  # each member -> wall time it owns its share
         self._settle_timer: asyncio.TimerHandle | None = None
         self.members: tuple[str, ...] = ()  # every live lease of the region
         self.owners: tuple[str, ...] = ()  # the members that own their share now
@@ -228,7 +228,7 @@ class Membership:
         if self._leaving:
             return
         now = time.time()
-        counting = tuple(m for m in self.members if self._counts_from.get(m, 0.0) <= now)
+        counting = tuple(m for m in self.members if self._counts_from[m] <= now)
         owners = counting or self.members
         if owners != self.owners:
             # The instant the change counts from: a newcomer's agreed instant when reaching it
@@ -242,7 +242,7 @@ class Membership:
             self.owners = owners
             log.info("share changed hands", owners=len(owners), members=len(self.members))
             self._on_change()
-        upcoming = [t for m, t in self._counts_from.items() if t > now and m in self.members]
+        upcoming = [t for t in self._counts_from.values() if t > now]
         if upcoming:
             loop = asyncio.get_running_loop()
             self._settle_timer = loop.call_later(min(upcoming) - now, self._settle)
